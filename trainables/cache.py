@@ -1,0 +1,71 @@
+"""On-disk cache for expensive shared work, keyed by its inputs.
+
+Assets (converted models, synthetic corpora, teacher outputs) are built once and reused by every
+trial. A directory is published atomically: it is built under a temporary name and renamed into
+place, so a crash never leaves a half-written asset, and a lock file serialises concurrent builders
+(several Ray workers asking for the same asset at once).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "SPEECH_SWEEPS_CACHE"
+
+
+def cache_root() -> Path:
+    """Root of the cache: `$SPEECH_SWEEPS_CACHE`, else `~/.cache/speech-sweeps`."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "speech-sweeps"
+    return Path(root).expanduser()
+
+
+def input_key(inputs: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-serialisable description of an asset's inputs."""
+    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_once(target: Path, build: Callable[[Path], None], inputs: dict[str, Any] | None = None) -> Path:
+    """Return `target`, building it first with `build(tmp_dir)` if it does not exist yet.
+
+    `build` writes into an empty temporary directory, which is renamed to `target` only when it
+    returns; `inputs` are written to `target/inputs.json` so a user can see what an asset was made from.
+    """
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    with _locked(target.with_name(target.name + ".lock")):
+        if marker.exists():
+            return target
+        tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            build(tmp)
+            if inputs is not None:
+                (tmp / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True, default=str))
+            (tmp / ".complete").write_text("")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

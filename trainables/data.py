@@ -1,0 +1,394 @@
+"""One loader for every speech source: offline corpora, local folders and hub data sets.
+
+Every source yields utterances as dicts {"id": str, "audio": float32 array at 16 kHz, "text": str}.
+A source is resolved in this order: a name in `CORPORA`; an existing folder; a path-like string
+(which then names a missing folder); otherwise a Hugging Face hub data set name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from trainables.corpus import CORPORA, ensure_corpus
+from trainables.noise import add_noise
+
+SAMPLE_RATE = 16_000
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
+                  "dev": "validation", "test": "test"}
+_SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "valid", "dev", "val"), "test": ("test",)}
+_TEXT_COLUMNS = ("transcription", "text", "transcript", "sentence", "normalized_text", "raw_transcription")
+_FILE_COLUMNS = ("file_name", "file", "filename", "path", "audio", "id")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+OFFLINE_HINT = "use an offline corpus such as 'espeak-general' or a local folder of audio with transcripts"
+
+Utterance = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """How to read one hub data set."""
+
+    config: str | None
+    """Configuration loaded when the caller gives none (e.g. FLEURS `en_us`)."""
+    text_column: str | None
+    """Column holding the transcript; None means the first of the usual names that is present."""
+    split_names: dict[str, str] = field(default_factory=dict)
+    """The data set's name for a canonical split, where it differs (LibriSpeech `train.100`)."""
+
+
+_LIBRISPEECH = HubDataset("clean", "text", {"train": "train.100"})
+HUB_DATASETS: dict[str, HubDataset] = {
+    "google/fleurs": HubDataset("en_us", "transcription"),
+    "librispeech_asr": _LIBRISPEECH,
+    "openslr/librispeech_asr": _LIBRISPEECH,
+}
+_HUB_PREFIXES: dict[str, HubDataset] = {"mozilla-foundation/": HubDataset("en", "sentence")}
+
+
+def _hub_spec(name: str) -> HubDataset:
+    if name in HUB_DATASETS:
+        return HUB_DATASETS[name]
+    for prefix, spec in _HUB_PREFIXES.items():
+        if name.startswith(prefix):
+            return spec
+    return HubDataset(None, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub reachability
+# ---------------------------------------------------------------------------------------------
+
+_DNS_TTL_S = 60.0
+_dns_cache: dict[str, tuple[float, bool]] = {}
+
+
+def _dns_resolves(host: str, timeout_s: float = 3.0) -> bool:
+    """Whether `host` resolves; a DNS lookup only, bounded by `timeout_s`, cached for a minute."""
+    cached = _dns_cache.get(host)
+    if cached and time.monotonic() - cached[0] < _DNS_TTL_S:
+        return cached[1]
+    result: list[bool] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, 443)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    ok = bool(result and result[0])
+    _dns_cache[host] = (time.monotonic(), ok)
+    return ok
+
+
+def _offline_reason() -> str | None:
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}=1"
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    if not _dns_resolves(host):
+        return f"DNS lookup of {host} failed"
+    return None
+
+
+def hub_reachable() -> bool:
+    """False when HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is 1 or the hub's host name does not resolve."""
+    return _offline_reason() is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Source resolution
+# ---------------------------------------------------------------------------------------------
+
+SourceKind = Literal["corpus", "folder", "hub"]
+
+
+def _looks_like_path(source: str) -> bool:
+    return source in (".", "..") or source.startswith(("/", "./", "../", "~")) or "\\" in source
+
+
+def source_kind(source: str) -> SourceKind:
+    """Classify `source` without loading anything; ValueError for a missing folder or a bad name."""
+    if not source or not source.strip():
+        raise ValueError("data.source: is empty; give an offline corpus name, a folder or a hub data set")
+    if source in CORPORA:
+        return "corpus"
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"data.source: {str(path)!r} is a file, not a folder of audio and transcripts")
+        return "folder"
+    if _looks_like_path(source):
+        raise ValueError(f"data.source: folder {str(path)!r} does not exist")
+    if not _HUB_ID.match(source):
+        raise ValueError(
+            f"data.source: {source!r} is not an offline corpus ({', '.join(CORPORA)}), "
+            "an existing folder, or a hub data set name"
+        )
+    return "hub"
+
+
+def _hub_offline_error(source: str, reason: str) -> ValueError:
+    known = _hub_spec(source) != HubDataset(None, None)
+    also = "" if known or "/" not in source else f" (and no folder {source!r} exists)"
+    return ValueError(
+        f"data.source: {source!r} needs the Hugging Face hub, which is unreachable (offline: {reason})"
+        f"{also}; {OFFLINE_HINT}"
+    )
+
+
+def validate_source(source: str) -> None:
+    """Check that `source` can be loaded, cheaply (no corpus build, no download); ValueError if not."""
+    kind = source_kind(source)
+    if kind == "folder":
+        root = Path(source).expanduser()
+        if not _audio_files(root):
+            raise ValueError(f"data.source: folder {str(root)!r} holds no .wav or .flac files")
+    elif kind == "hub":
+        reason = _offline_reason()
+        if reason is not None:
+            raise _hub_offline_error(source, reason)
+
+
+def canonical_split(split: str) -> str:
+    """`train`, `validation` or `test` for a split name or its usual alias (dev, valid, val)."""
+    if split not in _SPLIT_ALIASES:
+        raise ValueError(f"data.split: {split!r} is not one of {', '.join(SPLITS)} (or dev, valid, val)")
+    return _SPLIT_ALIASES[split]
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def to_mono_16k(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Average channels (soundfile's frames x channels layout) and resample to 16 kHz float32."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        g = math.gcd(int(sr), SAMPLE_RATE)
+        audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def decode_audio(source: str | Path | bytes) -> np.ndarray:
+    """A sound file (path or encoded bytes) as mono float32 at 16 kHz, decoded with soundfile."""
+    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    audio, sr = sf.read(handle, dtype="float32", always_2d=True)
+    return to_mono_16k(audio, sr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _audio_files(base: Path) -> list[Path]:
+    return sorted(p for p in base.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def _split_base(root: Path, split: str) -> Path | None:
+    """The subfolder holding `split`, or None when the folder has no split subfolders at all."""
+    present = [name for names in _SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
+    if not present:
+        return None
+    for name in _SPLIT_FOLDERS[split]:
+        if (root / name).is_dir():
+            return root / name
+    raise ValueError(
+        f"data.source: folder {str(root)!r} has split subfolders ({', '.join(present)}) but none for {split!r}"
+    )
+
+
+def hash_split(name: str) -> str:
+    """Deterministic 80/10/10 train/validation/test assignment of a file name."""
+    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100
+    return "train" if bucket < 80 else "validation" if bucket < 90 else "test"
+
+
+def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    for name in names:
+        if name in lowered:
+            return lowered.index(name)
+    return None
+
+
+def _read_mapping(path: Path) -> dict[str, str]:
+    """File name -> transcript from `transcripts.tsv` (file<TAB>text) or `metadata.csv`.
+
+    metadata.csv is either the `audiofolder` layout (a header with file_name and a text column) or
+    the LJSpeech layout (no header, `id|text|normalised text`, the last field used).
+    """
+    raw = path.read_text(encoding="utf-8-sig")
+    first = raw.splitlines()[0] if raw.strip() else ""
+    delimiter = "\t" if path.suffix == ".tsv" else "|" if "|" in first else ","
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    rows = [row for row in csv.reader(io.StringIO(raw), delimiter=delimiter, quoting=quoting) if len(row) >= 2]
+    if not rows:
+        return {}
+    file_col, text_col = 0, (len(rows[0]) - 1 if delimiter == "|" else 1)
+    header_file, header_text = _pick(rows[0], _FILE_COLUMNS), _pick(rows[0], _TEXT_COLUMNS)
+    if header_file is not None and header_text is not None:
+        file_col, text_col = header_file, header_text
+        rows = rows[1:]
+    return {row[file_col].strip(): row[text_col].strip() for row in rows if len(row) > max(file_col, text_col)}
+
+
+def _mappings(dirs: list[Path]) -> list[tuple[Path, dict[str, str]]]:
+    found = []
+    for directory in dirs:
+        for name in ("transcripts.tsv", "metadata.csv"):
+            if (directory / name).is_file():
+                found.append((directory, _read_mapping(directory / name)))
+    return found
+
+
+def _transcript(audio: Path, mappings: list[tuple[Path, dict[str, str]]]) -> str | None:
+    sidecar = audio.with_suffix(".txt")
+    if sidecar.is_file():
+        return " ".join(sidecar.read_text(encoding="utf-8").split())
+    for directory, mapping in mappings:
+        rel = audio.relative_to(directory) if audio.is_relative_to(directory) else Path(audio.name)
+        for key in (rel.as_posix(), rel.with_suffix("").as_posix(), audio.name, audio.stem):
+            if key in mapping:
+                return mapping[key]
+    return None
+
+
+def _load_folder(root: Path, split: str, max_items: int | None) -> list[Utterance]:
+    base = _split_base(root, split)
+    files = _audio_files(base or root)
+    if not files:
+        raise ValueError(f"data.source: folder {str(base or root)!r} holds no .wav or .flac files")
+    if base is None:
+        files = [f for f in files if hash_split(f.relative_to(root).as_posix()) == split]
+    mappings = _mappings(sorted({root, base or root}))
+    utterances: list[Utterance] = []
+    labelled = 0
+    for f in files:
+        text = _transcript(f, mappings)
+        if text is None:
+            continue
+        labelled += 1
+        utterances.append({"id": f.relative_to(root).with_suffix("").as_posix(), "audio": f, "text": text})
+        if max_items is not None and len(utterances) >= max_items:
+            break
+    if files and not labelled:
+        raise ValueError(
+            f"data.source: folder {str(root)!r} has audio but no transcripts "
+            "(same-stem .txt files, transcripts.tsv or metadata.csv)"
+        )
+    for utt in utterances:
+        utt["audio"] = decode_audio(utt["audio"])
+    return utterances
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline corpora and the hub
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_corpus(name: str, split: str, max_items: int | None) -> list[Utterance]:
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(ensure_corpus(name)))[split]
+    if max_items is not None:
+        ds = ds.select(range(min(max_items, len(ds))))
+    rows = ds.select_columns(["id", "text", "audio"]).with_format("numpy")
+    return [{"id": str(r["id"]), "audio": r["audio"].astype(np.float32), "text": str(r["text"])} for r in rows]
+
+
+def _load_hub(name: str, split: str, max_items: int | None, hub_config: str | None) -> list[Utterance]:
+    reason = _offline_reason()
+    if reason is not None:
+        raise _hub_offline_error(name, reason)
+    from datasets import Audio, load_dataset
+
+    spec = _hub_spec(name)
+    hub_split = spec.split_names.get(_SPLIT_ALIASES.get(split, ""), _SPLIT_ALIASES.get(split, split))
+    ds = load_dataset(name, hub_config or spec.config, split=hub_split)
+    audio_cols = [c for c, feat in ds.features.items() if isinstance(feat, Audio)]
+    audio_col = audio_cols[0] if audio_cols else "audio"
+    text_col = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
+    if audio_col not in ds.column_names or text_col is None or text_col not in ds.column_names:
+        raise ValueError(
+            f"data.source: hub data set {name!r} has no audio and transcript columns "
+            f"(columns: {', '.join(ds.column_names)})"
+        )
+    ds = ds.cast_column(audio_col, Audio(decode=False))
+    if max_items is not None:
+        ds = ds.select(range(min(max_items, len(ds))))
+    short = name.rsplit("/", 1)[-1]
+    out = []
+    for i, row in enumerate(ds.select_columns([audio_col, text_col])):
+        blob = row[audio_col]
+        audio = decode_audio(blob["bytes"]) if blob.get("bytes") else decode_audio(blob["path"])
+        out.append({"id": f"{short}-{hub_split}-{i:06d}", "audio": audio, "text": str(row[text_col])})
+    return out
+
+
+def load_speech(
+    source: str, split: str, *, max_items: int | None = None, hub_config: str | None = None
+) -> list[Utterance]:
+    """Utterances {"id", "audio" (float32, 16 kHz, mono), "text"} of one split of `source`.
+
+    `source` is a name in `CORPORA` (built on first use), a folder of .wav/.flac files with
+    transcripts (same-stem .txt files, `transcripts.tsv` or `metadata.csv`; split subfolders if
+    present, else a deterministic 80/10/10 split by file name), or a hub data set name
+    (`google/fleurs`, `librispeech_asr`, ...), which fails at once when the hub is unreachable.
+    For hub data sets `split` may also be the data set's own split name (e.g. `train.360`).
+    """
+    if max_items is not None and max_items < 0:
+        raise ValueError(f"max_items: {max_items} is negative")
+    kind = source_kind(source)
+    if kind == "hub":
+        return _load_hub(source, split, max_items, hub_config)
+    split = canonical_split(split)
+    if kind == "corpus":
+        return _load_corpus(source, split, max_items)
+    return _load_folder(Path(source).expanduser(), split, max_items)
+
+
+def noisy_copy(
+    utterances: list[Utterance],
+    kind: str,
+    snr_db: float,
+    seed: int,
+    *,
+    noise_dir: Path | None = None,
+) -> list[Utterance]:
+    """Copies of `utterances` with noise of `kind` at `snr_db`, the same for the same seed and list.
+
+    Babble for an utterance is drawn from the other utterances of the list.
+    """
+    audios = [u["audio"] for u in utterances]
+    out = []
+    for i, utt in enumerate(utterances):
+        pool = audios[:i] + audios[i + 1 :] if kind == "babble" else None
+        noisy = add_noise(utt["audio"], kind, snr_db, [seed, i], babble_pool=pool, noise_dir=noise_dir)
+        out.append({**utt, "audio": noisy})
+    return out

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: espeak-ng (speech synthesis for the offline corpus), a virtual
+# environment in .venv with the CPU build of torch pinned first, then the project's dependencies.
+# Usage: bash setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# A CPU machine must not pull the multi-GB CUDA build: pin torch before anything asks for it.
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+fi
+EXTRA=""; [ "${1:-}" = "--dev" ] && EXTRA="[dev]"
+.venv/bin/python -m pip install -q -e ".${EXTRA}"
+echo "set up: $(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "ray", ray.__version__)')"

@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny random models built from configs, and an offline environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: the hub counts as unreachable.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT_METRICS = [
+    "wer", "cer", "train_samples_per_s", "peak_vram_mb", "peak_host_mem_mb", "model_size_mb",
+    "compression_ratio", "trainable_params", "total_params", "trainable_param_ratio", "latency_ms_per_utt", "rtf",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_en_dir() -> Path:
+    from trainables import assets
+
+    return Path(assets.resolve_model("whisper-tiny.en"))
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_dir: Path) -> Path:
+    """A randomly initialised 2+2-layer Whisper (d_model 32) with tiny.en's tokenizer and features."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    out = tmp_path_factory.mktemp("tiny-whisper")
+    base = json.loads((tiny_en_dir / "config.json").read_text())
+    small = {**base, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(WhisperConfig(**{k: v for k, v in small.items() if k != "architectures"}))
+    model.half().save_pretrained(out)
+    for f in tiny_en_dir.iterdir():
+        if f.suffix in (".json", ".txt") and f.name not in ("config.json", "inputs.json"):
+            shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer wav2vec2 CTC model with an upper-case character vocabulary."""
+    import torch
+    from transformers import (
+        Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor,
+    )
+
+    out = tmp_path_factory.mktemp("tiny-wav2vec2")
+    chars = ["<pad>", "<s>", "</s>", "<unk>", "|", "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    (out / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(chars)}))
+    tokenizer = Wav2Vec2CTCTokenizer(str(out / "vocab.json"), word_delimiter_token="|")
+    features = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, do_normalize=True, return_attention_mask=True)
+    Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(out)
+    config = Wav2Vec2Config(
+        vocab_size=len(chars), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16, 16), conv_stride=(5, 4, 4), conv_kernel=(10, 4, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, pad_token_id=0, ctc_loss_reduction="mean", do_stable_layer_norm=True,
+        feat_extract_norm="layer",
+    )
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(config).save_pretrained(out)
+    return out

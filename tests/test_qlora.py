@@ -1,0 +1,140 @@
+"""QLoRA trainable: placement, parameter counts, sizes, config errors, and real training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import CONTRACT_METRICS
+from trainables.config import ConfigError
+from trainables.metrics import deployed_size_bytes
+from trainables.models import (
+    LoraConfig, PrecisionConfig, add_lora, family_of, load_base_model, lora_param_count, stack_depths,
+    target_module_names,
+)
+from trainables.qlora import parse_config, run
+
+CPU = torch.device("cpu")
+
+PLACEMENTS = [
+    {"modules": ["q", "v"]},
+    {"modules": ["q", "k", "v", "out"], "stacks": ["decoder"], "cross_attention": False},
+    {"modules": ["fc1", "fc2"], "stacks": ["encoder"]},
+    {"modules": ["q", "k", "v", "out", "fc1", "fc2"], "layers": "top_half"},
+    {"modules": ["v", "fc2"], "layers": [0]},
+]
+
+
+def _lora(**kw) -> LoraConfig:
+    from trainables.config import build
+
+    return build(LoraConfig, kw)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS, ids=lambda p: json.dumps(p, sort_keys=True))
+@pytest.mark.parametrize("r", [1, 4])
+def test_whisper_lora_params_equal_rank_times_dims(tiny_whisper_dir: Path, placement: dict, r: int) -> None:
+    cfg = json.loads((tiny_whisper_dir / "config.json").read_text())
+    model = load_base_model(str(tiny_whisper_dir), "whisper", PrecisionConfig(bits=32), CPU)
+    lora = _lora(r=r, **placement)
+    names = target_module_names(model, "whisper", lora, stack_depths(cfg, "whisper"))
+    expected = sum(r * (mod.in_features + mod.out_features) for n, mod in model.named_modules() if n in names)
+    peft_model = add_lora(model, names, lora)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert trainable == expected == lora_param_count(peft_model.base_model.model, names, r)
+    # The placement selected what it says: only the named kinds and stacks.
+    kinds = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "out_proj", "fc1": "fc1", "fc2": "fc2"}
+    assert {n.rsplit(".", 1)[-1] for n in names} == {kinds[k] for k in lora.modules}
+    assert {n.split(".")[1] for n in names} == set(lora.stacks)
+    # LoRA starts as the identity update: every B matrix is zero.
+    lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(torch.count_nonzero(p) == 0 for p in lora_b)
+
+
+def test_wav2vec2_placement_counts(tiny_wav2vec2_dir: Path) -> None:
+    cfg = json.loads((tiny_wav2vec2_dir / "config.json").read_text())
+    assert family_of(cfg) == "wav2vec2"
+    model = load_base_model(str(tiny_wav2vec2_dir), "wav2vec2", PrecisionConfig(bits=32), CPU)
+    lora = _lora(r=2, modules=["q", "fc1"], stacks=["encoder"])
+    names = target_module_names(model, "wav2vec2", lora, stack_depths(cfg, "wav2vec2"))
+    assert len(names) == 2 * 2  # two kinds in two layers
+    peft_model = add_lora(model, names, lora)
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 2 * 2 * ((32 + 32) + (32 + 64))
+
+
+BAD_CONFIGS = [
+    ({"lora": {"r": 0}}, "lora.r"),
+    ({"precision": {"bits": 3}}, "precision.bits"),
+    ({"lora": {"modules": ["q", "gate_proj"]}}, "lora.modules[1]"),
+    ({"data": {"source": "/no/such/folder"}}, "data.source"),
+    ({"model": "openai/whisper-small"}, "model"),
+    ({"data": {"source": "google/fleurs"}}, "data.source"),
+    ({"lora": {"rnak": 4}}, "lora.rnak"),
+    ({"optim": {"lr": -1}}, "optim.lr"),
+    ({"lora": {"enabled": False}, "precision": {"bits": 4}}, "lora.enabled"),
+    ({"precision": {"quant_type": "int3"}}, "precision.quant_type"),
+    ({"lora": {"stacks": ["middle"]}}, "lora.stacks[0]"),
+]
+
+
+@pytest.mark.parametrize(("override", "field"), BAD_CONFIGS, ids=[f for _, f in BAD_CONFIGS])
+def test_bad_config_fails_at_once_naming_the_field(override: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(override)
+    message = str(info.value)
+    assert message.startswith(field + ":"), message
+    assert "\n" not in message
+
+
+def test_offline_hub_model_names_the_offline_alternative() -> None:
+    with pytest.raises(ConfigError, match="whisper-tiny.en"):
+        parse_config({"model": "openai/whisper-small"})
+
+
+def test_layer_index_checked_against_the_model(tiny_en_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^lora.layers: layer 9 does not exist"):
+        parse_config({"model": str(tiny_en_dir), "lora": {"layers": [9]}})
+
+
+def test_nf4_model_size_is_counted_from_stored_tensors(tiny_en_dir: Path) -> None:
+    """NF4 layers take ≤ 0.35× their fp16 bytes; everything else is counted as stored."""
+    nf4 = load_base_model(str(tiny_en_dir), "whisper", PrecisionConfig(bits=4, quant_type="nf4"), CPU)
+    quantised = [m for m in nf4.modules() if type(m).__name__ == "Linear4bit"]
+    assert quantised
+    fp16_bytes = sum(2 * math.prod(m.weight.quant_state.shape) for m in quantised)
+    parts = deployed_size_bytes(nf4, stored_itemsize=2)
+    assert parts["quantised"] <= 0.35 * fp16_bytes, (parts, fp16_bytes)
+    assert parts["quantised"] >= 0.25 * fp16_bytes  # 4 bits a weight cannot be undercut
+    # Everything else (embeddings, norms, convolutions, biases) at fp16, as the checkpoint stores it.
+    from trainables.metrics import safetensors_bytes
+
+    assert parts["total"] == parts["quantised"] + parts["frozen"]
+    assert parts["total"] < safetensors_bytes(tiny_en_dir)
+    assert parts["frozen"] + fp16_bytes == pytest.approx(safetensors_bytes(tiny_en_dir), rel=0.01)
+
+
+def test_ctc_model_trains_and_reports(tiny_wav2vec2_dir: Path) -> None:
+    metrics = run(parse_config({
+        "model": str(tiny_wav2vec2_dir), "data": {"source": "espeak-smoke", "max_eval_items": 4, "max_val_items": 4},
+        "precision": {"bits": 32}, "lora": {"r": 2}, "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 4},
+    }))
+    for name in CONTRACT_METRICS:
+        assert name in metrics and math.isfinite(metrics[name]), name
+    assert metrics["wer"] >= 0.9  # a random 2-layer model cannot transcribe
+
+
+@pytest.mark.slow
+def test_qlora_nf4_lowers_wer_below_the_untuned_model() -> None:
+    """Real QLoRA (NF4, double quantisation) on tiny.en and the espeak corpus, on CPU."""
+    data = {"source": "espeak-general", "max_eval_items": 64, "max_val_items": 8}
+    untuned = run(parse_config({"data": data, "optim": {"max_steps": 0, "warmup_steps": 0}, "encoder_window_s": 30.0}))
+    tuned = run(parse_config({
+        "data": data, "precision": {"bits": 4, "quant_type": "nf4", "double_quant": True},
+        "lora": {"r": 8}, "optim": {"max_steps": 40, "warmup_steps": 4, "lr": 1e-3, "batch_size": 8},
+    }))
+    assert tuned["wer"] < untuned["wer"], (tuned["wer"], untuned["wer"])
+    assert tuned["compression_ratio"] > 1

@@ -1,0 +1,20 @@
+"""Worker-side code: one module per adaptation method, plus the building blocks they share.
+
+METHODS is the explicit registry from a method's name to its module. Each method module defines
+`CONFIG` (its config dataclass), `parse_config(dict)` and `train_loop_per_worker(dict)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+METHODS: dict[str, str] = {
+    "qlora": "trainables.qlora",
+}
+
+
+def load_method(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
+    return importlib.import_module(METHODS[name])

@@ -1,0 +1,29 @@
+"""Starting a method's train loop on Ray Train workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from trainables import load_method
+
+
+def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, use_gpu: bool = False,
+                  cpus_per_worker: float = 1.0, gpus_per_worker: float = 1.0, storage_path: str | None = None,
+                  name: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
+    """A Ray Train `TorchTrainer` running `method`'s train loop with `config` (gloo on CPU, nccl on GPU)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    module = load_method(method)
+    module.parse_config(config)  # fail here, on the driver, not in every worker
+    resources = {"CPU": cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = gpus_per_worker
+    return TorchTrainer(
+        module.train_loop_per_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(storage_path=storage_path, name=name, callbacks=list(callbacks)),
+    )

@@ -1,0 +1,193 @@
+"""Metrics every method reports: error rates, BLEU, perplexity, sizes, memory and speed.
+
+Names follow the MLflow metric contract in DESIGN.md. Sizes are counted from the tensors a
+deployment would store (packed 4-bit data and its quantisation state, int8 data and its scales,
+adapters as saved), never estimated from parameter counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import struct
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import jiwer
+import torch
+
+MB = 1024 * 1024
+
+_SAFETENSORS_ITEMSIZE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+
+@lru_cache(maxsize=1)
+def _normalizer():
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    return EnglishTextNormalizer()
+
+
+def normalize_text(text: str) -> str:
+    """Whisper's English normaliser (case, punctuation, numbers, spelling variants)."""
+    return " ".join(_normalizer()(text).split())
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """Corpus WER and CER (fractions) after Whisper's English normalisation.
+
+    Utterances whose normalised reference is empty are skipped, as jiwer cannot score them.
+    """
+    if len(references) != len(hypotheses):
+        raise ValueError(f"error_rates: {len(references)} references but {len(hypotheses)} hypotheses")
+    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses)]
+    pairs = [(r, h) for r, h in pairs if r]
+    if not pairs:
+        raise ValueError("error_rates: no non-empty reference to score")
+    refs, hyps = zip(*pairs)
+    return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps)))}
+
+
+def utterance_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(word edits, reference words) of one utterance, for per-utterance significance tests."""
+    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    n_ref = len(ref.split())
+    if n_ref == 0:
+        return len(hyp.split()), 0
+    out = jiwer.process_words(ref, hyp if hyp else "")
+    return out.substitutions + out.deletions + out.insertions, n_ref
+
+
+def bleu(references: Sequence[str], hypotheses: Sequence[str]) -> float:
+    """Corpus BLEU (sacrebleu, 0–100)."""
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def perplexity(total_nll: float, n_tokens: int) -> float:
+    """exp(mean negative log-likelihood per token)."""
+    if n_tokens <= 0:
+        raise ValueError("perplexity: no tokens")
+    return math.exp(total_nll / n_tokens)
+
+
+def peak_host_mem_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / MB if sys.platform == "darwin" else rss / 1024
+
+
+def peak_vram_mb() -> float:
+    """`torch.cuda.max_memory_allocated` over this process's devices; 0 when CUDA was not used."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return 0.0
+    return max(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count())) / MB
+
+
+def safetensors_bytes(model_dir: str | Path) -> int:
+    """Bytes of the tensors stored in a checkpoint directory's safetensors files (read from headers)."""
+    total = 0
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors file in {model_dir}")
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name != "__metadata__":
+                start, end = info["data_offsets"]
+                total += end - start
+    return total
+
+
+def safetensors_dtype_itemsize(model_dir: str | Path) -> int:
+    """Item size of the floating-point tensors a checkpoint stores (2 for fp16/bf16, 4 for fp32)."""
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        for name, info in header.items():
+            if name != "__metadata__" and info["dtype"].startswith(("F", "BF")):
+                return _SAFETENSORS_ITEMSIZE[info["dtype"]]
+    raise FileNotFoundError(f"no floating-point tensor in the safetensors files of {model_dir}")
+
+
+def _quantised_module_bytes(module: torch.nn.Module) -> int | None:
+    """Stored bytes of a bitsandbytes layer's weight (packed data + quantisation state), else None."""
+    weight = getattr(module, "weight", None)
+    cls = type(weight).__name__
+    if cls == "Params4bit":
+        n = weight.data.numel() * weight.data.element_size()
+        state = weight.quant_state
+        if state is not None:
+            for value in state.as_dict(packed=True).values():
+                if isinstance(value, torch.Tensor):
+                    n += value.numel() * value.element_size()
+        return n
+    if cls == "Int8Params":
+        n = weight.data.numel() * weight.data.element_size()
+        scb = getattr(weight, "SCB", None)
+        if scb is None:
+            scb = getattr(getattr(module, "state", None), "SCB", None)
+        if scb is not None:
+            n += scb.numel() * scb.element_size()
+        return n
+    return None
+
+
+def deployed_size_bytes(model: torch.nn.Module, stored_itemsize: int) -> dict[str, int]:
+    """Bytes of the adapted model as deployed, split into its parts.
+
+    - ``quantised``: bitsandbytes layers, their packed weights plus quantisation state;
+    - ``frozen``: other base tensors, at the checkpoint's stored precision (`stored_itemsize`),
+      which is how a deployment stores them;
+    - ``trained``: trainable tensors (adapters, or every weight when fully fine-tuned); adapters
+      are saved as they are held (fp32), fully fine-tuned weights at the stored precision.
+    Tied tensors are counted once.
+    """
+    parts = {"quantised": 0, "frozen": 0, "trained": 0}
+    seen: set[int] = set()
+    quantised_params: set[int] = set()
+    for module in model.modules():
+        n = _quantised_module_bytes(module)
+        if n is not None:
+            parts["quantised"] += n
+            quantised_params.add(id(module.weight))
+    all_trainable = all(p.requires_grad for p in model.parameters())
+    for name, p in model.named_parameters():
+        if id(p) in seen or id(p) in quantised_params:
+            continue
+        seen.add(id(p))
+        if p.requires_grad and not all_trainable:
+            parts["trained"] += p.numel() * p.element_size()
+        elif p.requires_grad:
+            parts["trained"] += p.numel() * (stored_itemsize if p.is_floating_point() else p.element_size())
+        else:
+            parts["frozen"] += p.numel() * (stored_itemsize if p.is_floating_point() else p.element_size())
+    parts["total"] = parts["quantised"] + parts["frozen"] + parts["trained"]
+    return parts
+
+
+def param_counts(model: torch.nn.Module) -> dict[str, float]:
+    """Trainable and total parameter counts; 4-bit packed weights count their logical elements."""
+    total = trainable = 0
+    seen: set[int] = set()
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        n = p.numel()
+        if type(p).__name__ == "Params4bit" and p.quant_state is not None:
+            n = math.prod(p.quant_state.shape)
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return {"trainable_params": trainable, "total_params": total, "trainable_param_ratio": trainable / total}

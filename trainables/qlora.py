@@ -1,0 +1,316 @@
+"""QLoRA fine-tuning of a speech recogniser, as a Ray Train train loop.
+
+The base model (Whisper, sequence-to-sequence; or wav2vec2, CTC) is frozen at 4-bit NF4/FP4
+(optionally double-quantised), 8-bit, 16-bit or 32-bit precision, and LoRA adapters are trained on
+the module kinds, stacks and layers the config names. `optim.max_steps = 0` evaluates the
+untuned model. Run it in-process with `run(config)` or on Ray Train workers with
+`train_loop_per_worker(config)`; either way it reports every metric of the MLflow contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainables import assets
+from trainables.batching import (
+    SpecAugmentConfig, WhisperFeatures, ctc_batch, epoch_batches, length_buckets, spec_augment, whisper_labels,
+)
+from trainables.config import build, require, to_dict
+from trainables.data import load_speech
+from trainables.metrics import (
+    MB, deployed_size_bytes, error_rates, param_counts, peak_host_mem_mb, peak_vram_mb, utterance_errors,
+)
+from trainables.models import (
+    LoraConfig, PrecisionConfig, add_lora, check_lora_against_model, check_precision_with_lora,
+    enable_full_finetuning, family_of, load_base_model, shrink_whisper_encoder, stack_depths, target_module_names,
+    window_positions,
+)
+from trainables.training import (
+    OptimConfig, Throughput, all_gather_objects, artifact_dir, autocast, device, grad_scaler, make_optimizer,
+    reduce_max, report, seed_everything, warmup_cosine, world,
+)
+
+
+@dataclass
+class DataConfig:
+    """Which speech to train and evaluate on."""
+
+    source: str = "espeak-general"
+    """Offline corpus name, local folder of audio + transcripts, or hub data set (gpu preset)."""
+    hub_config: str | None = None
+    """Hub data set configuration, e.g. en_us for google/fleurs."""
+    train_split: str = "train"
+    """Split to train on."""
+    val_split: str = "validation"
+    """Split for evaluations during training."""
+    eval_split: str = "test"
+    """Split for the final evaluation (wer, cer, latency)."""
+    max_train_items: int | None = None
+    """Use at most this many training utterances (None = all)."""
+    max_val_items: int | None = 48
+    """Utterances per evaluation during training."""
+    max_eval_items: int | None = 200
+    """Utterances in the final evaluation."""
+
+    def check(self) -> None:
+        for name in ("max_train_items", "max_val_items", "max_eval_items"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")
+
+
+@dataclass
+class QLoRAConfig:
+    """One QLoRA training run."""
+
+    model: str = "whisper-tiny.en"
+    """Offline model asset name, local model directory, or hub id (e.g. openai/whisper-small)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and evaluation data."""
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    """Base weight precision and quantisation."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Adapter rank, scale and placement."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser, schedule, batch and step budget."""
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    """Masking of training features (Whisper: log-mel masks; wav2vec2: its built-in latent masks)."""
+    encoder_window_s: float = 0.0
+    """Whisper encoder window in seconds; 0 = the longest utterance of the data, rounded up to 0.5 s; 30 = Whisper's own."""
+    eval_every: int = 0
+    """Evaluate on the validation split every this many steps (0 = only at the end)."""
+    eval_batch_size: int = 16
+    """Utterances per decoding batch."""
+    max_new_tokens: int = 96
+    """Longest transcript decoded, in tokens."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    save_adapter: bool = True
+    """Save the adapter (or fully fine-tuned weights) as an artifact."""
+    seed: int = 0
+    """Seed of initialisation, data order and masks."""
+
+    def check(self) -> None:
+        require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
+        require(self.eval_every >= 0, "eval_every", "must be >= 0")
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        check_precision_with_lora(self.precision, self.lora)
+        assets.check_model_source(self.model, "model")
+        assets.check_data_source(self.data.source, "data.source")
+        model_config = assets.model_config_if_local(self.model)
+        if model_config is not None:
+            check_lora_against_model(self.lora, model_config)
+
+
+def parse_config(config: dict[str, Any]) -> QLoRAConfig:
+    return build(QLoRAConfig, config)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point."""
+    run(parse_config(config))
+
+
+class _Whisper:
+    """Whisper-specific batching, loss and decoding."""
+
+    def __init__(self, cfg: QLoRAConfig, source: str, window_s: float) -> None:
+        from transformers import WhisperProcessor
+
+        self.processor = WhisperProcessor.from_pretrained(source)
+        self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
+        self.cfg = cfg
+
+    def loss(self, model: torch.nn.Module, utts: list[dict], gen: torch.Generator, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        feats, frames = self.features.batch(utts)
+        feats = spec_augment(feats.clone(), frames, self.cfg.spec_augment, gen)
+        start = model_config(model).decoder_start_token_id
+        labels = whisper_labels(self.processor.tokenizer, [u["text"] for u in utts], start, self.cfg.max_new_tokens)
+        return model(input_features=feats.to(dev, dtype), labels=labels.to(dev)).loss
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        feats, _ = self.features.batch(utts)
+        ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.cfg.max_new_tokens)
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+class _CTC:
+    """wav2vec2-style CTC batching, loss and greedy decoding."""
+
+    def __init__(self, cfg: QLoRAConfig, source: str) -> None:
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(source)
+        self.cfg = cfg
+
+    def loss(self, model: torch.nn.Module, utts: list[dict], gen: torch.Generator, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        batch = ctc_batch(self.processor, utts)
+        return model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev),
+                     labels=batch["labels"].to(dev)).loss
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        batch = ctc_batch(self.processor, utts)
+        logits = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev)).logits
+        return [t.strip() for t in self.processor.batch_decode(logits.argmax(-1))]
+
+
+def model_config(model: torch.nn.Module) -> Any:
+    inner = model.module if hasattr(model, "module") else model
+    return inner.config
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,
+             dtype: torch.dtype) -> dict[str, Any]:
+    """Decode this worker's share of `utts`, gather all workers' results, and score them."""
+    rank, size = world()
+    mine = utts[rank::size]
+    inner = _unwrap(model)
+    was_training = inner.training
+    inner.eval()
+    rows, seconds, audio_s = [], 0.0, 0.0
+    for batch_idx in length_buckets([len(u["audio"]) for u in mine], batch_size, shuffle=False, seed=0):
+        batch = [mine[i] for i in batch_idx]
+        t0 = time.perf_counter()
+        hyps = task.transcribe(inner, batch, dev, dtype)
+        seconds += time.perf_counter() - t0
+        audio_s += sum(len(u["audio"]) for u in batch) / 16000
+        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h} for u, h in zip(batch, hyps)]
+    inner.train(was_training)
+    gathered = all_gather_objects((rows, seconds, audio_s))
+    rows = sorted((r for g in gathered for r in g[0]), key=lambda r: r["id"])
+    total_s, total_audio = sum(g[1] for g in gathered), sum(g[2] for g in gathered)
+    for r in rows:
+        r["errors"], r["ref_words"] = utterance_errors(r["reference"], r["hypothesis"])
+    rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    return {**rates, "rows": rows, "latency_ms_per_utt": 1000 * total_s / max(1, len(rows)),
+            "rtf": total_s / max(total_audio, 1e-9)}
+
+
+def run(cfg: QLoRAConfig) -> dict[str, float]:
+    """Train and evaluate; returns the final metrics (also reported to Ray Train when inside it)."""
+    dev = device()
+    rank, size = world()
+    seed_everything(cfg.seed)
+    source = assets.resolve_model(cfg.model)
+    mcfg = assets.load_model_config(source)
+    family = family_of(mcfg)
+
+    train = load_speech(cfg.data.source, cfg.data.train_split, max_items=cfg.data.max_train_items,
+                        hub_config=cfg.data.hub_config)
+    val = load_speech(cfg.data.source, cfg.data.val_split, max_items=cfg.data.max_val_items, hub_config=cfg.data.hub_config)
+    test = load_speech(cfg.data.source, cfg.data.eval_split, max_items=cfg.data.max_eval_items,
+                       hub_config=cfg.data.hub_config)
+
+    model = load_base_model(source, family, cfg.precision, dev)
+    if family == "whisper":
+        window_s = cfg.encoder_window_s or math.ceil(2 * max(len(u["audio"]) for u in train + val + test) / 16000) / 2
+        shrink_whisper_encoder(model, window_positions(window_s))
+        task: Any = _Whisper(cfg, source, window_s)
+    else:
+        window_s = 0.0
+        model.config.mask_time_prob = 0.05 if cfg.spec_augment.enabled else 0.0
+        task = _CTC(cfg, source)
+
+    depths = stack_depths(mcfg, family)
+    check_lora_against_model(cfg.lora, mcfg)
+    targets = target_module_names(model, family, cfg.lora, depths)
+    if cfg.lora.enabled:
+        model = add_lora(model, targets, cfg.lora)
+    else:
+        enable_full_finetuning(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    counts = param_counts(model)
+    input_dtype = next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype  # conv weights
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    wrapped: torch.nn.Module = model
+    if size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    history: list[dict[str, float]] = []
+    timer = Throughput()
+    steps = cfg.optim.max_steps
+    if steps > 0:
+        optimizer = make_optimizer(cfg.optim, trainable, dev)
+        schedule = warmup_cosine(optimizer, cfg.optim.warmup_steps, steps)
+        scaler = grad_scaler(cfg.optim, dev)
+        batches = epoch_batches([len(u["audio"]) for u in train], cfg.optim.batch_size, cfg.seed, rank, size)
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+        wrapped.train()
+        for step in range(1, steps + 1):
+            loss_sum = 0.0
+            with timer.step(cfg.optim.batch_size * cfg.optim.grad_accum * size):
+                for micro in range(cfg.optim.grad_accum):
+                    utts = [train[i] for i in next(batches)]
+                    sync = micro == cfg.optim.grad_accum - 1 or size == 1
+                    ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
+                    with ctx, autocast(cfg.optim, dev):
+                        loss = task.loss(wrapped, utts, gen, dev, input_dtype) / cfg.optim.grad_accum
+                    with ctx:
+                        scaler.scale(loss).backward()
+                    loss_sum += float(loss.detach())
+                scaler.unscale_(optimizer)
+                if cfg.optim.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+            point = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0]}
+            history.append(point)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                v = evaluate(task, wrapped, val, cfg.eval_batch_size, dev, input_dtype)
+                report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
+
+    v = evaluate(task, wrapped, val, cfg.eval_batch_size, dev, input_dtype)
+    final = evaluate(task, wrapped, test, cfg.eval_batch_size, dev, input_dtype)
+    files = assets.model_files_dir(source)
+    stored_itemsize = assets.stored_itemsize(files)
+    original = assets.stored_bytes(files)
+    size_parts = deployed_size_bytes(model, stored_itemsize)
+    metrics: dict[str, float] = {
+        "step": steps,
+        "loss": history[-1]["loss"] if history else float("nan"),
+        "wer": final["wer"], "cer": final["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
+        "train_samples_per_s": timer.rate if steps > 0 else 0.0,
+        "peak_vram_mb": reduce_max(peak_vram_mb()),
+        "peak_host_mem_mb": reduce_max(peak_host_mem_mb()),
+        "model_size_mb": size_parts["total"] / MB,
+        "compression_ratio": original / size_parts["total"],
+        "latency_ms_per_utt": final["latency_ms_per_utt"], "rtf": final["rtf"],
+        "encoder_window_s": window_s, "lora_targets": float(len(targets) if cfg.lora.enabled else 0),
+        **{k: float(x) for k, x in counts.items()},
+    }
+    out = None
+    if rank == 0:
+        out = artifact_dir()
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "history.json").write_text(json.dumps(history))
+        (out / "size_breakdown.json").write_text(json.dumps(size_parts, indent=2))
+        with open(out / "hypotheses.jsonl", "w") as fh:
+            for row in final["rows"]:
+                fh.write(json.dumps(row) + "\n")
+        if cfg.save_adapter and steps > 0:
+            _unwrap(wrapped).save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
+    report(metrics, out)
+    return metrics
+
+
+CONFIG = QLoRAConfig

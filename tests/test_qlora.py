@@ -129,12 +129,17 @@ def test_ctc_model_trains_and_reports(tiny_wav2vec2_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_qlora_nf4_lowers_wer_below_the_untuned_model() -> None:
-    """Real QLoRA (NF4, double quantisation) on tiny.en and the espeak corpus, on CPU."""
+    """Real QLoRA (NF4, double quantisation) on tiny.en and the espeak corpus, on CPU (about 90 s).
+
+    The test split's voices and sentences are absent from training; the untuned model is
+    evaluated as released (fp32, 30-second window).
+    """
     data = {"source": "espeak-general", "max_eval_items": 64, "max_val_items": 8}
     untuned = run(parse_config({"data": data, "optim": {"max_steps": 0, "warmup_steps": 0}, "encoder_window_s": 30.0}))
     tuned = run(parse_config({
         "data": data, "precision": {"bits": 4, "quant_type": "nf4", "double_quant": True},
         "lora": {"r": 8}, "optim": {"max_steps": 40, "warmup_steps": 4, "lr": 1e-3, "batch_size": 8},
     }))
+    assert untuned["wer"] <= 0.35, untuned["wer"]
     assert tuned["wer"] < untuned["wer"], (tuned["wer"], untuned["wer"])
     assert tuned["compression_ratio"] > 1

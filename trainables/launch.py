@@ -27,3 +27,17 @@ def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, 
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=storage_path, name=name, callbacks=list(callbacks)),
     )
+
+
+# Paths under the repository that Ray must not upload with the working directory.
+RUNTIME_EXCLUDES = [".venv/", ".git/", "mlruns/", "mlartifacts/", "mlflow.db", "ray_results/", "outputs/",
+                    "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]
+
+
+def runtime_env(root: str) -> dict[str, Any]:
+    """Ray runtime environment that puts the repository first on every worker's path."""
+    return {
+        "working_dir": root,
+        "excludes": RUNTIME_EXCLUDES,
+        "env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning"},
+    }

@@ -52,7 +52,11 @@ def tiny_wav2vec2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer wav2vec2 CTC model with an upper-case character vocabulary."""
     import torch
     from transformers import (
-        Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor,
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
     )
 
     out = tmp_path_factory.mktemp("tiny-wav2vec2")

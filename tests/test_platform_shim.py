@@ -20,8 +20,8 @@ def test_stdlib_names_are_reexported() -> None:
 def test_heavy_libraries_import_through_the_shim() -> None:
     code = (
         "import platform, torch, ray, mlflow, uuid;"
-        "assert platform.__file__.startswith(%r);"
-        "print(platform.system(), platform.machine(), uuid.uuid4().hex[:4], torch.__version__)" % str(ROOT)
+        f"assert platform.__file__.startswith({str(ROOT)!r});"
+        "print(platform.system(), platform.machine(), uuid.uuid4().hex[:4], torch.__version__)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -13,7 +13,13 @@ from tests.conftest import CONTRACT_METRICS
 from trainables.config import ConfigError
 from trainables.metrics import deployed_size_bytes
 from trainables.models import (
-    LoraConfig, PrecisionConfig, add_lora, family_of, load_base_model, lora_param_count, stack_depths,
+    LoraConfig,
+    PrecisionConfig,
+    add_lora,
+    family_of,
+    load_base_model,
+    lora_param_count,
+    stack_depths,
     target_module_names,
 )
 from trainables.qlora import parse_config, run

@@ -1,7 +1,8 @@
 """Worker-side code: one module per adaptation method, plus the building blocks they share.
 
 METHODS is the explicit registry from a method's name to its module. Each method module defines
-`CONFIG` (its config dataclass), `parse_config(dict)` and `train_loop_per_worker(dict)`.
+`CONFIG` (its config dataclass), `parse_config(dict)`, `train_loop_per_worker(dict)` and
+`baseline_config(dict)` (the config that evaluates the untuned model).
 """
 
 from __future__ import annotations

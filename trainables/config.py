@@ -23,7 +23,7 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -41,7 +41,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, where)
+                return coerce(value, option, where)
             except ConfigError as exc:
                 errors.append(str(exc).split(": ", 1)[-1])
         raise ConfigError(f"{where}: {value!r} fits none of the allowed forms ({'; '.join(errors)})")
@@ -49,11 +49,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_tp, *_rest) = get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        _key_tp, value_tp = get_args(tp) or (str, Any)
+        return {str(k): coerce(v, value_tp, _join(where, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -92,7 +93,7 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ConfigError(
             f"{_join(where, unknown[0])}: unknown key (known: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
+    kwargs = {k: coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:

@@ -46,11 +46,11 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"error_rates: {len(references)} references but {len(hypotheses)} hypotheses")
-    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses)]
+    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses, strict=True)]
     pairs = [(r, h) for r, h in pairs if r]
     if not pairs:
         raise ValueError("error_rates: no non-empty reference to score")
-    refs, hyps = zip(*pairs)
+    refs, hyps = zip(*pairs, strict=True)
     return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps)))}
 
 
@@ -162,7 +162,7 @@ def deployed_size_bytes(model: torch.nn.Module, stored_itemsize: int) -> dict[st
             parts["quantised"] += n
             quantised_params.add(id(module.weight))
     all_trainable = all(p.requires_grad for p in model.parameters())
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if id(p) in seen or id(p) in quantised_params:
             continue
         seen.add(id(p))

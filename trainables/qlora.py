@@ -14,28 +14,59 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainables import assets
 from trainables.batching import (
-    SpecAugmentConfig, WhisperFeatures, ctc_batch, epoch_batches, length_buckets, spec_augment, whisper_labels,
+    SpecAugmentConfig,
+    WhisperFeatures,
+    ctc_batch,
+    epoch_batches,
+    length_buckets,
+    spec_augment,
+    whisper_labels,
 )
 from trainables.config import build, require, to_dict
 from trainables.data import load_speech
 from trainables.metrics import (
-    MB, deployed_size_bytes, error_rates, param_counts, peak_host_mem_mb, peak_vram_mb, utterance_errors,
+    MB,
+    deployed_size_bytes,
+    error_rates,
+    param_counts,
+    peak_host_mem_mb,
+    peak_vram_mb,
+    utterance_errors,
 )
 from trainables.models import (
-    LoraConfig, PrecisionConfig, add_lora, check_lora_against_model, check_precision_with_lora,
-    enable_full_finetuning, family_of, load_base_model, shrink_whisper_encoder, stack_depths, target_module_names,
+    LoraConfig,
+    PrecisionConfig,
+    add_lora,
+    check_lora_against_model,
+    check_precision_with_lora,
+    enable_full_finetuning,
+    family_of,
+    load_base_model,
+    shrink_whisper_encoder,
+    stack_depths,
+    target_module_names,
     window_positions,
 )
 from trainables.training import (
-    OptimConfig, Throughput, all_gather_objects, artifact_dir, autocast, device, grad_scaler, make_optimizer,
-    reduce_max, report, seed_everything, warmup_cosine, world,
+    OptimConfig,
+    Throughput,
+    all_gather_objects,
+    artifact_dir,
+    autocast,
+    device,
+    grad_scaler,
+    make_optimizer,
+    reduce_max,
+    report,
+    seed_everything,
+    warmup_cosine,
+    world,
 )
 
 
@@ -188,7 +219,7 @@ def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: in
         hyps = task.transcribe(inner, batch, dev, dtype)
         seconds += time.perf_counter() - t0
         audio_s += sum(len(u["audio"]) for u in batch) / 16000
-        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h} for u, h in zip(batch, hyps)]
+        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h} for u, h in zip(batch, hyps, strict=True)]
     inner.train(was_training)
     gathered = all_gather_objects((rows, seconds, audio_s))
     rows = sorted((r for g in gathered for r in g[0]), key=lambda r: r["id"])
@@ -314,3 +345,11 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
 
 
 CONFIG = QLoRAConfig
+
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The untuned model as released: full precision, no adapter, Whisper's own 30 s window, no training."""
+    from trainables.config import merge
+
+    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "encoder_window_s": 30.0,
+                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})

@@ -1,0 +1,217 @@
+"""Running a resolved sweep: Ray Tune + Optuna over Ray Train trials, recorded in MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from platform import tracking
+from platform.spaces import ResolvedSweep
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE_FILE = "sweep.json"
+
+
+def optuna_distributions(sweep: ResolvedSweep) -> dict[str, Any]:
+    import optuna.distributions as d
+
+    out: dict[str, Any] = {}
+    for key, p in sweep.space.items():
+        if p.type in ("choice", "grid"):
+            out[key] = d.CategoricalDistribution(p.values)
+        elif p.type == "int":
+            out[key] = d.IntDistribution(int(p.low), int(p.high), log=p.log)
+        else:
+            out[key] = d.FloatDistribution(float(p.low), float(p.high), log=p.type == "loguniform")
+    return out
+
+
+def make_sampler(sweep: ResolvedSweep) -> Any:
+    import optuna
+
+    s = sweep.searcher
+    if s.type == "grid":
+        return optuna.samplers.GridSampler({k: list(p.values) for k, p in sweep.space.items()}, seed=s.seed)
+    if s.type == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.type == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
+
+
+def make_searcher(sweep: ResolvedSweep, study_dir: Path, study_name: str) -> Any:
+    """OptunaSearch whose study lives in an sqlite file beside the results (optuna-dashboard opens it)."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics, modes = sweep.objectives
+    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+    return OptunaSearch(
+        space=optuna_distributions(sweep), metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0], sampler=make_sampler(sweep), study_name=study_name, storage=storage,
+    )
+
+
+def make_scheduler(sweep: ResolvedSweep) -> Any:
+    if sweep.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = sweep.scheduler
+    return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor, max_t=s.max_t)
+
+
+def make_trial(method: str, fixed: dict[str, Any], resources: dict[str, Any], train_storage: str) -> Any:
+    """The Tune function trainable: one Ray Train run of `method` with the trial's sampled values.
+
+    The trial function itself reserves nothing; the TorchTrainer it starts asks for the workers.
+    Metrics flow back to Tune through TuneReportCallback, so ASHA can stop a trial between reports.
+    """
+
+    def trial(sampled: dict[str, Any]) -> None:
+        from ray import tune
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from trainables.config import merge, unflatten
+        from trainables.launch import torch_trainer
+
+        config = merge(fixed, unflatten(dict(sampled)))
+        name = f"train-{tune.get_context().get_trial_id()}"
+        trainer = torch_trainer(method, config, storage_path=train_storage, name=name,
+                                callbacks=[TuneReportCallback()], **resources)
+        trainer.fit()
+
+    return trial
+
+
+def trainer_resources(sweep: ResolvedSweep) -> dict[str, Any]:
+    r = sweep.resources
+    return {"num_workers": r.num_workers, "use_gpu": r.gpus_per_worker > 0, "cpus_per_worker": r.cpus_per_worker,
+            "gpus_per_worker": r.gpus_per_worker or 1.0}
+
+
+def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, float]:
+    """The untuned model's metrics, measured once per sweep with the method's baseline config."""
+    from trainables import load_method
+    from trainables.launch import torch_trainer
+
+    module = load_method(sweep.method)
+    config = module.baseline_config(sweep.config)
+    result = torch_trainer(sweep.method, config, storage_path=train_storage, name="baseline",
+                           **trainer_resources(sweep)).fit()
+    if result.error is not None:
+        raise RuntimeError(f"baseline run failed: {result.error}")
+    return tracking.numeric_metrics(result.metrics)
+
+
+def latest_run_dir(state_root: Path) -> Path | None:
+    runs = sorted(p for p in state_root.glob("*/" + STATE_FILE)) if state_root.exists() else []
+    return runs[-1].parent if runs else None
+
+
+def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
+              storage: str | None, resume: bool, started: float) -> int:
+    from platform import report
+    from platform.sweep import connect_ray, start_local_ray
+
+    from ray import tune
+
+    uri = tracking_uri or tracking.default_tracking_uri(ROOT)
+    storage_root = storage or str(ROOT / "ray_results")
+    remote = "://" in storage_root
+    state_root = (ROOT / "ray_results" if remote else Path(storage_root).resolve()) / sweep.name
+    if resume:
+        run_dir = latest_run_dir(state_root)
+        if run_dir is None:
+            print(f"error: --resume: no earlier run of {sweep.name} under {state_root}", flush=True)
+            return 2
+        state = json.loads((run_dir / STATE_FILE).read_text())
+        if state.get("preset") != sweep.preset:
+            print(f"error: --resume: the run in {run_dir} used preset {state.get('preset')!r}, not {sweep.preset!r}")
+            return 2
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = state_root / stamp
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"stamp": stamp, "preset": sweep.preset, "overrides": overrides, "tracking_uri": uri}
+    stamp = state["stamp"]
+    experiment_path = f"{storage_root.rstrip('/')}/{sweep.name}" if remote else str(state_root)
+    train_storage = f"{experiment_path}/{stamp}-train"
+
+    device = "gpu" if sweep.resources.gpus_per_worker > 0 else "cpu"
+    tags = {"sweep": sweep.name, "method": sweep.method, "preset": sweep.preset, "device": device, "stamp": stamp}
+    if "parent_run_id" not in state:
+        state["parent_run_id"] = tracking.start_parent(
+            uri, sweep.name, {**tags, "preset_reason": why, "description": sweep.description,
+                                    "searched_keys": json.dumps(list(sweep.space))},
+            {"config": sweep.config, "space": {k: vars(p) for k, p in sweep.space.items()},
+             "searcher": vars(sweep.searcher), "scheduler": vars(sweep.scheduler), "num_samples": sweep.num_samples},
+        )
+        _save(run_dir, state)
+    parent = state["parent_run_id"]
+    print(f"mlflow    {uri}  (experiment {sweep.name}, parent run {parent})", flush=True)
+    print(f"results   {experiment_path}/{stamp}", flush=True)
+
+    if not connect_ray():
+        start_local_ray()
+    c = tracking.client(uri)
+    if sweep.baseline and "baseline" not in state:
+        print("measuring the untuned model once (baseline) ...", flush=True)
+        try:
+            state["baseline"] = measure_baseline(sweep, train_storage)
+        except Exception as exc:  # the sweep goes on without its reference line
+            state["baseline"] = {}
+            c.set_tag(parent, "baseline_error", str(exc).splitlines()[0][:5000])
+        tracking.log_metrics(c, parent, {f"baseline_{k}": v for k, v in state["baseline"].items()}, 0)
+        _save(run_dir, state)
+
+    # The trial function only waits on its TorchTrainer, which reserves the workers' resources itself.
+    # Reserving a CPU for the function too would leave a 2-core laptop unable to place the worker, and
+    # Ray refuses an empty request, so the function asks for a little memory and no CPU.
+    trainable = tune.with_resources(make_trial(sweep.method, sweep.config, trainer_resources(sweep), train_storage),
+                                    {"CPU": 0, "memory": 64 * 1024 * 1024})
+    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.config)
+    exp_dir = f"{experiment_path}/{stamp}"
+    if resume and tune.Tuner.can_restore(exp_dir):
+        print(f"resuming {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        from ray.tune import RunConfig, TuneConfig
+
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=TuneConfig(search_alg=make_searcher(sweep, run_dir, f"{sweep.name}-{stamp}"),
+                                   scheduler=make_scheduler(sweep), num_samples=sweep.num_samples,
+                                   max_concurrent_trials=sweep.max_concurrent_trials),
+            run_config=RunConfig(name=stamp, storage_path=experiment_path, callbacks=[callback], verbose=1),
+        )
+    results = tuner.fit()
+    interrupted = any(r.error is None and not r.metrics for r in results) or _pending(results)
+    table = report.write_summary(uri, parent, sweep.name, list(sweep.space), state.get("baseline", {}), out_dir=run_dir)
+    print(table, flush=True)
+    if interrupted:
+        print(f"the sweep stopped before every trial finished; continue it with --resume "
+              f"(python -m platform.sweep {sweep.name} --resume)", flush=True)
+        return 130
+    c.set_terminated(parent, "FINISHED")
+    minutes = (time.time() - started) / 60
+    print(f"done in {minutes:.1f} min. Browse it: mlflow ui --backend-store-uri {uri}", flush=True)
+    return 0
+
+
+def _pending(results: Any) -> bool:
+    try:
+        df = results.get_dataframe()
+    except Exception:
+        return False
+    return len(df) == 0 or ("wer" in df and any(isinstance(v, float) and math.isnan(v) for v in df["wer"]))
+
+
+def _save(run_dir: Path, state: dict[str, Any]) -> None:
+    tmp = run_dir / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(run_dir / STATE_FILE)

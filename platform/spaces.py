@@ -1,0 +1,320 @@
+"""Search-space files: `search_spaces/NAME.yaml`, declarative data validated before anything runs.
+
+A file names a method, its fixed config, the searched parameters (dotted keys into the method's
+config), the searcher, an optional scheduler, the trial budget, the resources per trial, and the
+`local` and `gpu` presets that override model, data and step budget. Every mistake is reported as
+one line, `FILE: FIELD: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainables import METHODS, load_method
+from trainables.config import ConfigError, build, coerce, field_type, merge, require, unflatten
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+PRESETS = ("local", "gpu")
+
+
+class SpaceError(ValueError):
+    """A search-space file is wrong; the message is one line naming the file and the field."""
+
+
+@dataclass
+class ParamSpec:
+    """One searched parameter."""
+
+    type: Literal["choice", "grid", "int", "uniform", "loguniform"]
+    """choice/grid: one of `values`; int: an integer in [low, high]; uniform/loguniform: a float in [low, high]."""
+    values: list[Any] | None = None
+    """The levels of a choice or grid parameter."""
+    low: float | None = None
+    """Lower bound (int, uniform, loguniform)."""
+    high: float | None = None
+    """Upper bound, inclusive."""
+    log: bool = False
+    """int only: sample on a log scale."""
+
+    def check(self) -> None:
+        if self.type in ("choice", "grid"):
+            require(bool(self.values), "values", f"a {self.type} parameter needs a non-empty list of values")
+            require(self.low is None and self.high is None, "low", f"a {self.type} parameter takes values, not low/high")
+            require(len({repr(v) for v in self.values}) == len(self.values), "values", "has duplicates")
+            return
+        require(self.values is None, "values", f"a {self.type} parameter takes low and high, not values")
+        require(self.low is not None and self.high is not None, "low", f"a {self.type} parameter needs low and high")
+        require(self.low < self.high, "high", f"must be greater than low ({self.low}), got {self.high}")
+        if self.type == "int":
+            require(float(self.low).is_integer() and float(self.high).is_integer(), "low", "int bounds must be integers")
+        if self.type == "loguniform" or self.log:
+            require(self.low > 0, "low", f"a log-scale parameter needs low > 0, got {self.low}")
+
+    def levels(self) -> list[Any]:
+        """Representative values, for type-checking against the method's config."""
+        if self.values is not None:
+            return list(self.values)
+        if self.type == "int":
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+
+@dataclass
+class SearcherSpec:
+    """How trials are proposed (always an Optuna sampler behind Ray Tune's OptunaSearch)."""
+
+    type: Literal["tpe", "random", "grid", "nsga2"] = "tpe"
+    """tpe (default), random, grid (every combination of choice/grid values), nsga2 (multi-objective)."""
+    seed: int = 0
+    """Sampler seed."""
+    n_startup_trials: int = 4
+    """TPE: random trials before the model takes over."""
+    metrics: list[str] | None = None
+    """Multi-objective: the metrics to optimise together (with `modes`); default: the sweep's metric."""
+    modes: list[Literal["min", "max"]] | None = None
+    """Multi-objective: min or max for each metric."""
+
+    def check(self) -> None:
+        require(self.n_startup_trials >= 0, "n_startup_trials", "must be >= 0")
+        if self.metrics is not None or self.modes is not None:
+            require(bool(self.metrics), "metrics", "multi-objective search needs a non-empty list of metrics")
+            require(self.modes is not None and len(self.modes) == len(self.metrics), "modes",
+                    "needs one mode (min or max) per metric")
+            require(len(set(self.metrics)) == len(self.metrics), "metrics", "has duplicates")
+        if self.type == "nsga2":
+            require(self.metrics is not None and len(self.metrics) >= 2, "metrics", "nsga2 needs two or more metrics")
+
+
+@dataclass
+class SchedulerSpec:
+    """Early stopping of unpromising trials."""
+
+    type: Literal["none", "asha"] = "none"
+    """none, or asha (asynchronous successive halving on `metric`)."""
+    metric: str = "val_wer"
+    """Metric reported during training that ASHA compares."""
+    mode: Literal["min", "max"] = "min"
+    """Whether lower or higher `metric` is better."""
+    grace_period: int = 1
+    """Reports a trial makes before it may be stopped."""
+    reduction_factor: float = 2.0
+    """ASHA's halving rate."""
+    max_t: int = 100
+    """Most reports a trial makes."""
+
+    def check(self) -> None:
+        require(self.grace_period >= 1, "grace_period", "must be at least 1")
+        require(self.reduction_factor > 1, "reduction_factor", "must be greater than 1")
+        require(self.max_t >= self.grace_period, "max_t", "must be at least grace_period")
+
+
+@dataclass
+class ResourcesSpec:
+    """What one trial gets: a Ray Train worker group."""
+
+    num_workers: int = 1
+    """Data-parallel Ray Train workers."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per worker."""
+    gpus_per_worker: float = 0.0
+    """GPUs per worker (0 = train on CPU)."""
+
+    def check(self) -> None:
+        require(self.num_workers >= 1, "num_workers", f"must be at least 1, got {self.num_workers}")
+        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be positive")
+        require(self.gpus_per_worker >= 0, "gpus_per_worker", "must be >= 0")
+
+
+@dataclass
+class PresetSpec:
+    """Overrides for one preset."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    """Merged over the file's fixed config (model, data, step budget)."""
+    space: dict[str, ParamSpec] | None = None
+    """Replaces the file's space (e.g. fewer levels for a laptop)."""
+    num_samples: int | None = None
+    """Replaces num_samples."""
+    max_concurrent_trials: int | None = None
+    """Replaces max_concurrent_trials."""
+    resources: ResourcesSpec | None = None
+    """Replaces resources."""
+
+
+@dataclass
+class SweepSpec:
+    """A whole search-space file."""
+
+    method: str
+    """Method to run (a key of trainables.METHODS)."""
+    description: str = ""
+    """The question this sweep answers."""
+    metric: str = "wer"
+    """Metric the searcher optimises (single-objective)."""
+    mode: Literal["min", "max"] = "min"
+    """Whether lower or higher `metric` is better."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Fixed method config shared by all trials."""
+    space: dict[str, ParamSpec] = field(default_factory=dict)
+    """Searched parameters by dotted config key."""
+    searcher: SearcherSpec = field(default_factory=SearcherSpec)
+    """How trials are proposed."""
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    """Early stopping."""
+    num_samples: int = 4
+    """Trials to run."""
+    max_concurrent_trials: int = 1
+    """Trials running at once."""
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    """Per-trial resources."""
+    baseline: bool = True
+    """Measure the untuned model's metrics once per sweep (for the report's reference line)."""
+    presets: dict[str, PresetSpec] = field(default_factory=dict)
+    """local and gpu overrides."""
+
+    def check(self) -> None:
+        require(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(sorted(METHODS))})")
+        require(self.num_samples >= 1, "num_samples", f"must be at least 1, got {self.num_samples}")
+        require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be at least 1")
+        for name in self.presets:
+            require(name in PRESETS, f"presets.{name}", f"unknown preset (known: {', '.join(PRESETS)})")
+        for name, preset in self.presets.items():
+            if preset.num_samples is not None:
+                require(preset.num_samples >= 1, f"presets.{name}.num_samples", "must be at least 1")
+            if preset.max_concurrent_trials is not None:
+                require(preset.max_concurrent_trials >= 1, f"presets.{name}.max_concurrent_trials", "must be at least 1")
+
+
+@dataclass
+class ResolvedSweep:
+    """A sweep with its preset applied: everything needed to run it."""
+
+    name: str
+    path: Path
+    preset: str
+    method: str
+    description: str
+    metric: str
+    mode: str
+    config: dict[str, Any]
+    space: dict[str, ParamSpec]
+    searcher: SearcherSpec
+    scheduler: SchedulerSpec
+    num_samples: int
+    max_concurrent_trials: int
+    resources: ResourcesSpec
+    baseline: bool
+
+    @property
+    def objectives(self) -> tuple[list[str], list[str]]:
+        if self.searcher.metrics:
+            return list(self.searcher.metrics), list(self.searcher.modes or [])
+        return [self.metric], [self.mode]
+
+    def grid_size(self) -> int:
+        return math.prod(len(p.values or []) for p in self.space.values())
+
+    def trial_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """The method config of one trial: fixed config with the sampled dotted keys set."""
+        return merge(self.config, unflatten(sampled))
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def find(name: str) -> Path:
+    """The file of sweep `name` (or a path to a YAML file)."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = SPACES_DIR / f"{name}.yaml"
+    if not candidate.exists():
+        raise SpaceError(f"unknown sweep {name!r}; there are: {', '.join(available()) or '(none)'}")
+    return candidate
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load(path: Path) -> SweepSpec:
+    """Parse and validate the file's structure."""
+    where = _relative(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise SpaceError(f"{where}: {at}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{where}: the file must be a mapping of sweep fields, got {type(data).__name__}")
+    try:
+        return build(SweepSpec, data)
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
+    except TypeError as exc:  # a missing required field
+        raise SpaceError(f"{where}: method: required field missing ({exc})") from None
+
+
+def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) -> ResolvedSweep:
+    """Apply `preset` and `--set` overrides, then validate the method config of every level."""
+    where = _relative(path)
+    spec = load(path)
+    if preset not in PRESETS:
+        raise SpaceError(f"{where}: --preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    chosen = spec.presets.get(preset, PresetSpec())
+    config = merge(spec.config, chosen.config)
+    space = chosen.space if chosen.space is not None else spec.space
+    module = load_method(spec.method)
+    try:
+        for key, value in (overrides or {}).items():
+            config = merge(config, unflatten({key: coerce(value, field_type(module.CONFIG, key), key)}))
+        if not space:
+            raise ConfigError("space: the sweep searches nothing; add at least one parameter")
+        for key, param in space.items():
+            tp = field_type(module.CONFIG, key)
+            for i, level in enumerate(param.levels()):
+                coerce(level, tp, f"space.{key}.values[{i}]" if param.values is not None else f"space.{key}")
+        resolved = ResolvedSweep(
+            name=path.stem, path=path, preset=preset, method=spec.method, description=spec.description,
+            metric=spec.metric, mode=spec.mode, config=config, space=space, searcher=spec.searcher,
+            scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
+            max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
+            resources=chosen.resources or spec.resources, baseline=spec.baseline,
+        )
+        if spec.searcher.type == "grid":
+            for key, param in space.items():
+                require(param.type in ("choice", "grid"), f"space.{key}.type",
+                        "a grid searcher needs choice or grid parameters")
+        for key, param in space.items():
+            if param.type == "grid" and spec.searcher.type != "grid":
+                raise ConfigError(f"space.{key}.type: grid parameters need searcher.type grid")
+        _check_levels(module, resolved)
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
+    return resolved
+
+
+def _check_levels(module: Any, sweep: ResolvedSweep) -> None:
+    """Build the method config at every extreme level of each parameter: the trial configs' checks run here."""
+    first = {k: p.levels()[0] for k, p in sweep.space.items()}
+    configs = [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]]
+    for sampled in itertools.islice(configs, 64):
+        try:
+            module.parse_config(sweep.trial_config(sampled))
+        except ConfigError as exc:
+            message = str(exc)
+            field_name = message.split(":", 1)[0].split("[", 1)[0]
+            if field_name in sweep.space:
+                raise ConfigError(f"space.{message} (level {sampled[field_name]!r})") from None
+            raise ConfigError(f"config.{message}") from None

@@ -1,0 +1,176 @@
+"""Run a sweep: `python -m platform.sweep NAME` (see --help).
+
+Reads and validates search_spaces/NAME.yaml, picks a preset, and runs Ray Tune with an Optuna
+searcher over Ray Train trials; every trial is recorded in MLflow, the untuned model is measured
+once, and a summary table and plot are written at the end. --resume continues an interrupted sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from platform import spaces
+from platform.spaces import ResolvedSweep, SpaceError
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE_FILE = "sweep.json"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m platform.sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", nargs="?", help="sweep name (search_spaces/NAME.yaml) or a path to a YAML file")
+    p.add_argument("--list", action="store_true", help="list the sweeps there are")
+    p.add_argument("--preset", choices=spaces.PRESETS, help="default: gpu if the Ray cluster has GPUs, else local")
+    p.add_argument("--num-samples", type=int, help="override the number of trials")
+    p.add_argument("--max-concurrent", type=int, help="override the number of trials running at once")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fixed config value by dotted key, e.g. --set optim.max_steps=20 (repeatable)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--storage", help="where Ray Tune keeps results and the Optuna study (default: ./ray_results; s3://... on a cluster)")
+    p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan without starting Ray")
+    return p.parse_args(argv)
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpaceError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SpaceError(f"--set {key}: value {value!r} is not valid YAML") from None
+    return out
+
+
+def running_cluster() -> bool:
+    """Whether a Ray cluster is there to join (RAY_ADDRESS, or `ray start` run on this machine)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return True
+    return Path("/tmp/ray/ray_current_cluster").exists()
+
+
+def connect_ray() -> bool:
+    """Join a running cluster if there is one; returns whether it joined (else the caller starts one)."""
+    import ray
+
+    if ray.is_initialized():
+        return True
+    if not running_cluster():
+        return False
+    from trainables.launch import runtime_env
+
+    try:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env(str(ROOT)), log_to_driver=True)
+        return True
+    except (ConnectionError, RuntimeError):
+        return False
+
+
+def start_local_ray() -> None:
+    import ray
+
+    from trainables.launch import runtime_env
+
+    if not ray.is_initialized():
+        ray.init(runtime_env=runtime_env(str(ROOT)), include_dashboard=False)
+
+
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def choose_preset(args: argparse.Namespace) -> tuple[str, str]:
+    """(preset, why). Joining a cluster happens here, before the full validation of the preset."""
+    if args.preset:
+        return args.preset, "--preset"
+    if connect_ray():
+        gpus = cluster_gpus()
+        return ("gpu" if gpus > 0 else "local"), f"the Ray cluster has {gpus:g} GPUs"
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    return ("gpu" if has_cuda else "local"), ("this machine has CUDA" if has_cuda else "no GPU here")
+
+
+def plan_text(sweep: ResolvedSweep, why: str) -> str:
+    objectives, modes = sweep.objectives
+    lines = [
+        f"sweep     {sweep.name}  ({spaces._relative(sweep.path)})",
+        f"method    {sweep.method}",
+        f"preset    {sweep.preset}  ({why})",
+        f"objective {', '.join(f'{m} ({d})' for m, d in zip(objectives, modes, strict=True))}",
+        f"searcher  optuna {sweep.searcher.type} (seed {sweep.searcher.seed})",
+        f"scheduler {sweep.scheduler.type}" + (f" on {sweep.scheduler.metric}" if sweep.scheduler.type != "none" else ""),
+        f"trials    {sweep.num_samples}, {sweep.max_concurrent_trials} at a time",
+        f"resources {sweep.resources.num_workers} Ray Train worker(s) x {sweep.resources.cpus_per_worker:g} CPU"
+        f" + {sweep.resources.gpus_per_worker:g} GPU",
+        f"baseline  {'the untuned model, measured once' if sweep.baseline else 'none'}",
+        "space:",
+        *[f"  {k}: {json.dumps({f: v for f, v in vars(p).items() if v not in (None, False)})}" for k, p in sweep.space.items()],
+        "fixed config:",
+        *["  " + line for line in yaml.safe_dump(sweep.config, sort_keys=True).splitlines()],
+    ]
+    return "\n".join(lines)
+
+
+def list_sweeps() -> str:
+    rows = []
+    for name in spaces.available():
+        try:
+            description = spaces.load(spaces.find(name)).description
+        except SpaceError as exc:
+            description = f"(invalid: {exc})"
+        rows.append(f"{name:20} {description}")
+    return "\n".join(rows) or "(no sweeps in search_spaces/)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        print(list_sweeps())
+        return 0
+    if not args.name:
+        print("error: name a sweep; there are: " + ", ".join(spaces.available()), file=sys.stderr)
+        return 2
+    try:
+        path = spaces.find(args.name)
+        overrides = parse_sets(args.set)
+        spaces.load(path)  # the file's own mistakes, before anything else happens
+        for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
+            if value is not None and value < 1:
+                raise SpaceError(f"{flag}: must be at least 1, got {value}")
+        if args.dry_run:
+            preset, why = (args.preset, "--preset") if args.preset else ("local", "--dry-run defaults to local; pass --preset gpu to check it")
+        else:
+            preset, why = choose_preset(args)
+        sweep = spaces.resolve(path, preset, overrides)
+        if args.num_samples:
+            sweep.num_samples = args.num_samples
+        if args.max_concurrent:
+            sweep.max_concurrent_trials = args.max_concurrent
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(plan_text(sweep, why), flush=True)
+    if args.dry_run:
+        return 0
+    from platform.runner import run_sweep
+
+    return run_sweep(sweep, overrides=overrides, why=why, tracking_uri=args.tracking_uri, storage=args.storage,
+                     resume=args.resume, started=time.time())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

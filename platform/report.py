@@ -28,7 +28,7 @@ def trial_rows(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         searched = json.loads(run.data.tags.get("searched", "{}"))
-        rows.append({"trial": run.info.run_name, "status": run.info.status, "searched": searched,
+        rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status, "searched": searched,
                      "error": run.data.tags.get("error", ""), **{k: run.data.metrics.get(k) for k in COLUMNS}})
     return sorted(rows, key=lambda r: (json.dumps(r["searched"], sort_keys=True), r["trial"]))
 

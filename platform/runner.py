@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from platform import tracking
@@ -173,7 +172,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     # Ray refuses an empty request, so the function asks for a little memory and no CPU.
     trainable = tune.with_resources(make_trial(sweep.method, sweep.config, trainer_resources(sweep), train_storage),
                                     {"CPU": 0, "memory": 64 * 1024 * 1024})
-    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.config)
+    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config)
     exp_dir = f"{experiment_path}/{stamp}"
     if resume and tune.Tuner.can_restore(exp_dir):
         print(f"resuming {exp_dir}", flush=True)
@@ -189,8 +188,8 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
                                    max_concurrent_trials=sweep.max_concurrent_trials),
             run_config=RunConfig(name=stamp, storage_path=experiment_path, callbacks=[callback], verbose=1),
         )
-    results = tuner.fit()
-    interrupted = any(r.error is None and not r.metrics for r in results) or _pending(results)
+    tuner.fit()
+    interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
     table = report.write_summary(uri, parent, sweep.name, list(sweep.space), state.get("baseline", {}), out_dir=run_dir)
     print(table, flush=True)
     if interrupted:
@@ -203,12 +202,18 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     return 0
 
 
-def _pending(results: Any) -> bool:
-    try:
-        df = results.get_dataframe()
-    except Exception:
-        return False
-    return len(df) == 0 or ("wer" in df and any(isinstance(v, float) and math.isnan(v) for v in df["wer"]))
+def _mark_unfinished(c: Any, uri: str, parent: str, expected: int) -> bool:
+    """After an interrupted run (SIGINT), mark trials that did not finish KILLED; True if there were any.
+
+    Tune saves its state and returns on SIGINT; `--resume` later continues those trials in their own runs.
+    """
+    from platform.report import trial_rows
+
+    rows = trial_rows(uri, parent)
+    unfinished = [r for r in rows if r["status"] in ("RUNNING", "SCHEDULED")]
+    for row in unfinished:
+        c.set_terminated(row["run_id"], "KILLED")
+    return bool(unfinished) or len(rows) < expected
 
 
 def _save(run_dir: Path, state: dict[str, Any]) -> None:

@@ -82,7 +82,7 @@ def start_local_ray() -> None:
     from trainables.launch import runtime_env
 
     if not ray.is_initialized():
-        ray.init(runtime_env=runtime_env(str(ROOT)), include_dashboard=False)
+        ray.init(runtime_env=runtime_env(str(ROOT)))
 
 
 def cluster_gpus() -> float:

@@ -73,6 +73,14 @@ def log_metrics(c: Any, run_id: str, metrics: dict[str, float], step: int) -> No
         c.log_batch(run_id, metrics=items[i : i + 900])
 
 
+def resolved_config(method: str, fixed: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """A trial's whole config, defaults included, as the method parses it."""
+    from trainables import load_method
+    from trainables.config import merge, to_dict, unflatten
+
+    return to_dict(load_method(method).parse_config(merge(fixed, unflatten(sampled))))
+
+
 def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
     c = client(uri)
     run = c.create_run(experiment_id(uri, sweep_name), run_name=f"{sweep_name}-{tags.get('stamp', '')}", tags=tags)
@@ -83,10 +91,10 @@ def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[s
 class MlflowTrials(Callback):
     """Tune callback: a child run per trial with params, per-step and final metrics, artifacts, status."""
 
-    def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str],
+    def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], method: str,
                  fixed_config: dict[str, Any]) -> None:
         self.uri, self.experiment, self.parent = uri, experiment, parent_run_id
-        self.tags, self.fixed = tags, fixed_config
+        self.tags, self.method, self.fixed = tags, method, fixed_config
         self.runs: dict[str, str] = {}
         self._client: Any = None
 
@@ -114,12 +122,10 @@ class MlflowTrials(Callback):
             run_id = found[0].info.run_id
             self.c.update_run(run_id, status="RUNNING")
         else:
-            from trainables.config import merge, unflatten
-
             tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent}
             run_id = self.c.create_run(exp, run_name=str(trial), tags=tags).info.run_id
             sampled = dict(trial.config)
-            log_params(self.c, run_id, merge(self.fixed, unflatten(sampled)))
+            log_params(self.c, run_id, resolved_config(self.method, self.fixed, sampled))
             self.c.set_tag(run_id, "searched", json.dumps(sampled))
         self.runs[tid] = run_id
         return run_id
@@ -137,6 +143,11 @@ class MlflowTrials(Callback):
         last = trial.last_result or {}
         path = last.get("checkpoint_path")
         if path and Path(path).is_dir():
+            history = Path(path) / "history.json"
+            if history.exists():  # per-step training curves
+                for point in json.loads(history.read_text()):
+                    log_metrics(self.c, run_id, {f"train_{k}": float(v) for k, v in point.items() if k != "step"},
+                                int(point["step"]))
             self.c.log_artifacts(run_id, path)
         elif path:
             self.c.set_tag(run_id, "artifacts_at", str(path))

@@ -39,5 +39,6 @@ def runtime_env(root: str) -> dict[str, Any]:
     return {
         "working_dir": root,
         "excludes": RUNTIME_EXCLUDES,
-        "env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning"},
+        "env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning",
+                     "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"},
     }

@@ -126,24 +126,29 @@ def grad_scaler(cfg: OptimConfig, dev: torch.device) -> torch.amp.GradScaler:
 
 
 class Throughput:
-    """Samples per second over steady-state steps: the first `skip` steps (warm-up, caches) excluded."""
+    """Samples per second over steady-state steps.
+
+    The first `skip` steps (allocator warm-up, feature caches) are left out, unless the run is too
+    short to have steps after them, in which case every step counts.
+    """
 
     def __init__(self, skip: int = 2) -> None:
-        self.skip, self.steps, self.samples, self.seconds = skip, 0, 0, 0.0
-        self._t0 = 0.0
+        self.skip = skip
+        self.samples: list[int] = []
+        self.seconds: list[float] = []
 
     @contextlib.contextmanager
     def step(self, n_samples: int) -> Iterator[None]:
         t0 = time.perf_counter()
         yield
-        self.steps += 1
-        if self.steps > self.skip:
-            self.samples += n_samples
-            self.seconds += time.perf_counter() - t0
+        self.seconds.append(time.perf_counter() - t0)
+        self.samples.append(n_samples)
 
     @property
     def rate(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else float("nan")
+        start = self.skip if len(self.seconds) > self.skip else 0
+        seconds = sum(self.seconds[start:])
+        return sum(self.samples[start:]) / seconds if seconds > 0 else float("nan")
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from trainables import METHODS, load_method
-from trainables.config import ConfigError, build, coerce, field_type, merge, require, unflatten
+from trainables.config import ConfigError, build, coerce, field_type, flatten, merge, require, unflatten
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PRESETS = ("local", "gpu")
@@ -50,6 +50,8 @@ class ParamSpec:
             return
         require(self.values is None, "values", f"a {self.type} parameter takes low and high, not values")
         require(self.low is not None and self.high is not None, "low", f"a {self.type} parameter needs low and high")
+        for name in ("low", "high"):
+            require(math.isfinite(getattr(self, name)), name, f"must be a finite number, got {getattr(self, name)}")
         require(self.low < self.high, "high", f"must be greater than low ({self.low}), got {self.high}")
         if self.type == "int":
             require(float(self.low).is_integer() and float(self.high).is_integer(), "low", "int bounds must be integers")
@@ -252,6 +254,8 @@ def load(path: Path) -> SweepSpec:
     where = _relative(path)
     try:
         data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceError(f"{where}: cannot read the file ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}" if mark is not None else "YAML"
@@ -262,8 +266,6 @@ def load(path: Path) -> SweepSpec:
         return build(SweepSpec, data)
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None
-    except TypeError as exc:  # a missing required field
-        raise SpaceError(f"{where}: method: required field missing ({exc})") from None
 
 
 def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) -> ResolvedSweep:
@@ -275,16 +277,37 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
     chosen = spec.presets.get(preset, PresetSpec())
     config = merge(spec.config, chosen.config)
     space = chosen.space if chosen.space is not None else spec.space
+    at = f"presets.{preset}.space" if chosen.space is not None else "space"  # where the space's errors point
     module = load_method(spec.method)
+    overrides = overrides or {}
     try:
-        for key, value in (overrides or {}).items():
-            config = merge(config, unflatten({key: coerce(value, field_type(module.CONFIG, key), key)}))
+        for key, value in overrides.items():
+            try:
+                coerced = coerce(value, field_type(module.CONFIG, key), key)
+                config = merge(config, unflatten({key: value if isinstance(value, dict) else coerced}))
+            except ConfigError as exc:
+                raise ConfigError(f"--set {exc}") from None
+            searched = [k for k in flatten(unflatten({key: value})) if k in space]
+            require(not searched, f"--set {key}", f"is searched ({at}.{searched[0] if searched else key}); "
+                    "change the space instead")
         if not space:
-            raise ConfigError("space: the sweep searches nothing; add at least one parameter")
+            raise ConfigError(f"{at}: the sweep searches nothing; add at least one parameter")
         for key, param in space.items():
-            tp = field_type(module.CONFIG, key)
-            for i, level in enumerate(param.levels()):
-                coerce(level, tp, f"space.{key}.values[{i}]" if param.values is not None else f"space.{key}")
+            try:
+                tp = field_type(module.CONFIG, key)
+            except ConfigError as exc:
+                raise ConfigError(f"{at}.{exc}") from None
+            levels = [coerce(level, tp, f"{at}.{key}.values[{i}]" if param.values is not None else f"{at}.{key}")
+                      for i, level in enumerate(param.levels())]
+            if param.values is not None:
+                require(len({repr(v) for v in levels}) == len(levels), f"{at}.{key}.values",
+                        f"has duplicates once read as the field's type ({levels})")
+            if param.type in ("uniform", "loguniform"):
+                try:
+                    coerce(0.5, tp, key)
+                except ConfigError:
+                    raise ConfigError(f"{at}.{key}.type: {param.type} samples real numbers, which {key} does not take; "
+                                      "use int or choice") from None
         resolved = ResolvedSweep(
             name=path.stem, path=path, preset=preset, method=spec.method, description=spec.description,
             metric=spec.metric, mode=spec.mode, config=config, space=space, searcher=spec.searcher,
@@ -294,19 +317,31 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
         )
         if spec.searcher.type == "grid":
             for key, param in space.items():
-                require(param.type in ("choice", "grid"), f"space.{key}.type",
+                require(param.type in ("choice", "grid"), f"{at}.{key}.type",
                         "a grid searcher needs choice or grid parameters")
+            # Optuna's grid sampler runs each combination once; more samples would repeat them.
+            resolved.num_samples = min(resolved.num_samples, resolved.grid_size())
         for key, param in space.items():
             if param.type == "grid" and spec.searcher.type != "grid":
-                raise ConfigError(f"space.{key}.type: grid parameters need searcher.type grid")
-        _check_levels(module, resolved)
+                raise ConfigError(f"{at}.{key}.type: grid parameters need searcher.type grid")
+        _check_levels(module, resolved, at, _origins(chosen.config, overrides, preset))
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None
     return resolved
 
 
-def _check_levels(module: Any, sweep: ResolvedSweep) -> None:
-    """Build the method config at every extreme level of each parameter: the trial configs' checks run here."""
+def _origins(preset_config: dict[str, Any], overrides: dict[str, Any], preset: str) -> list[tuple[str, str]]:
+    """(dotted key, where it was set) for the values that did not come from the file's own config."""
+    return ([(k, "--set ") for k in overrides]
+            + [(k, f"presets.{preset}.config.") for k in flatten(preset_config)])
+
+
+def _check_levels(module: Any, sweep: ResolvedSweep, at: str = "space",
+                  origins: list[tuple[str, str]] | None = None) -> None:
+    """Build the method config at every extreme level of each parameter: the trial configs' checks run here.
+
+    Errors name the field where the file (or --set) gives the value: `at` for searched keys, else the
+    first of `origins` that sets the field, else `config.`."""
     first = {k: p.levels()[0] for k, p in sweep.space.items()}
     configs = [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]]
     for sampled in itertools.islice(configs, 64):
@@ -316,5 +351,7 @@ def _check_levels(module: Any, sweep: ResolvedSweep) -> None:
             message = str(exc)
             field_name = message.split(":", 1)[0].split("[", 1)[0]
             if field_name in sweep.space:
-                raise ConfigError(f"space.{message} (level {sampled[field_name]!r})") from None
-            raise ConfigError(f"config.{message}") from None
+                raise ConfigError(f"{at}.{message} (level {sampled[field_name]!r})") from None
+            prefix = next((p for k, p in origins or [] if k == field_name or k.startswith(field_name + ".")
+                           or field_name.startswith(k + ".")), "config.")
+            raise ConfigError(f"{prefix}{message}") from None

@@ -8,11 +8,13 @@ wrong types and, through the dataclass's optional `check()` method, out-of-range
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         options = get_args(tp)
         if value is None and type(None) in options:
             return None
+        real = [o for o in options if o is not type(None)]
+        if len(real) == 1:  # `X | None`: X's own error names the exact field
+            return coerce(value, real[0], where)
         errors = []
         for option in options:
             if option is type(None):
@@ -72,6 +77,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -93,6 +100,10 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         raise ConfigError(
             f"{_join(where, unknown[0])}: unknown key (known: {', '.join(sorted(names))})"
         )
+    missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in data
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{_join(where, missing[0])}: required field missing")
     kwargs = {k: coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)

@@ -1,0 +1,285 @@
+"""Search-space validation: every malformed file gives one line naming the file and the field, exit 2, no Ray.
+
+Each case starts from a valid minimal qlora sweep (`BASE`), breaks one thing, and runs
+`platform.sweep.main` in-process; a few also run without --dry-run, where Ray must still never start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from platform import sweep
+
+import pytest
+import ray
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE = """\
+method: qlora
+config:
+  model: whisper-tiny.en
+  data: {source: espeak-smoke}
+space:
+  lora.r: {type: choice, values: [2, 4]}
+"""
+R_PARAM = "lora.r: {type: choice, values: [2, 4]}"
+
+
+def with_param(param: str) -> str:
+    """BASE with its one searched parameter replaced."""
+    return BASE.replace(R_PARAM, param)
+
+
+# (case id, file text, what the one-line error must contain besides the file's path)
+MALFORMED: list[tuple[str, str, list[str]]] = [
+    ("invalid-yaml", BASE + "searcher: {type: tpe\n", ["line 8", "not valid YAML"]),
+    ("tab-in-yaml", BASE + "\tsearcher: x\n", ["line 7", "not valid YAML"]),
+    ("top-level-list", "- method\n- qlora\n", ["must be a mapping"]),
+    ("empty-file", "", ["must be a mapping"]),
+    ("missing-method", BASE.replace("method: qlora\n", ""), ["method: required field missing"]),
+    ("unknown-method", BASE.replace("method: qlora", "method: lorax"), ["method:", "'lorax'", "qlora"]),
+    ("unknown-top-key", BASE + "num_sample: 4\n", ["num_sample: unknown key", "num_samples"]),
+    ("num-samples-zero", BASE + "num_samples: 0\n", ["num_samples:", "at least 1"]),
+    ("num-samples-word", BASE + "num_samples: four\n", ["num_samples:", "integer", "'four'"]),
+    ("max-concurrent-negative", BASE + "max_concurrent_trials: -1\n", ["max_concurrent_trials:"]),
+    ("mode-misspelt", BASE + "mode: minimise\n", ["mode:", "'minimise'"]),
+    ("space-empty", BASE.replace("\n  " + R_PARAM, " {}"), ["space:", "searches nothing"]),
+    ("space-null", BASE.replace("\n  " + R_PARAM, ""), ["space:", "expected a mapping"]),
+    ("param-unknown-type", BASE.replace("type: choice", "type: normal"), ["space.lora.r.type:", "'normal'"]),
+    ("param-missing-type", with_param("lora.r: {values: [2, 4]}"), ["space.lora.r.type: required field missing"]),
+    ("param-not-a-mapping", with_param("lora.r: [2, 4]"), ["space.lora.r:", "ParamSpec"]),
+    ("choice-without-values", with_param("lora.r: {type: choice}"), ["space.lora.r.values:", "non-empty"]),
+    ("choice-duplicates", BASE.replace("[2, 4]", "[2, 2]"), ["space.lora.r.values:", "duplicates"]),
+    ("choice-duplicates-after-coercion", BASE.replace("[2, 4]", "[2, 2.0]"), ["space.lora.r.values:", "duplicates"]),
+    ("choice-values-not-list", BASE.replace("[2, 4]", "4"), ["space.lora.r.values:", "expected a list"]),
+    ("choice-with-low", with_param("lora.r: {type: choice, values: [2, 4], low: 1}"), ["space.lora.r.low:"]),
+    ("uniform-low-above-high", with_param("lora.dropout: {type: uniform, low: 0.5, high: 0.1}"),
+     ["space.lora.dropout.high:", "greater than low"]),
+    ("uniform-low-equals-high", with_param("lora.dropout: {type: uniform, low: 0.1, high: 0.1}"),
+     ["space.lora.dropout.high:"]),
+    ("uniform-without-high", with_param("lora.dropout: {type: uniform, low: 0.1}"), ["space.lora.dropout.low:"]),
+    ("uniform-with-values", with_param("lora.dropout: {type: uniform, values: [0.1]}"), ["space.lora.dropout.values:"]),
+    ("uniform-bound-not-number", with_param("lora.dropout: {type: uniform, low: a, high: 0.1}"),
+     ["space.lora.dropout.low:", "expected a number"]),
+    ("uniform-bound-infinite", with_param("optim.lr: {type: loguniform, low: 1e-5, high: .inf}"),
+     ["space.optim.lr.high:", "finite"]),
+    ("uniform-on-int-field", with_param("lora.r: {type: uniform, low: 1, high: 8}"),
+     ["space.lora.r.type:", "int or choice"]),
+    ("loguniform-low-zero", with_param("optim.lr: {type: loguniform, low: 0, high: 0.1}"),
+     ["space.optim.lr.low:", "low > 0"]),
+    ("int-log-low-zero", with_param("lora.r: {type: int, low: 0, high: 8, log: true}"), ["space.lora.r.low:"]),
+    ("int-non-integer-bounds", with_param("lora.r: {type: int, low: 1.5, high: 8}"),
+     ["space.lora.r.low:", "integers"]),
+    ("searched-key-not-a-field", BASE.replace("lora.r:", "lora.rank:"), ["space.lora.rank:", "unknown key", "r"]),
+    ("searched-key-below-a-value", BASE.replace("lora.r:", "lora.r.x:"), ["space.lora.r.x:"]),
+    ("searched-value-wrong-type", BASE.replace("[2, 4]", "[big]"), ["space.lora.r.values[0]:", "'big'"]),
+    ("searched-value-out-of-range", BASE.replace("[2, 4]", "[0, 4]"), ["space.lora.r:", "level 0"]),
+    ("searched-int-out-of-range", with_param("optim.max_steps: {type: int, low: -1, high: 4}"),
+     ["space.optim.max_steps:", "level -1"]),
+    ("grid-param-with-tpe", BASE.replace("type: choice", "type: grid") + "searcher: {type: tpe}\n",
+     ["space.lora.r.type:", "searcher.type grid"]),
+    ("grid-searcher-with-uniform", with_param("lora.dropout: {type: uniform, low: 0.0, high: 0.1}")
+     + "searcher: {type: grid}\n", ["space.lora.dropout.type:", "grid searcher"]),
+    ("searcher-unknown", BASE + "searcher: {type: bayes}\n", ["searcher.type:", "'bayes'"]),
+    ("searcher-null", BASE + "searcher:\n", ["searcher:", "SearcherSpec"]),
+    ("nsga2-one-metric", BASE + "searcher: {type: nsga2, metrics: [wer], modes: [min]}\n",
+     ["searcher.metrics:", "two or more"]),
+    ("modes-length-mismatch", BASE + "searcher: {type: nsga2, metrics: [wer, model_size_mb], modes: [min]}\n",
+     ["searcher.modes:", "one mode"]),
+    ("mode-item-unknown", BASE + "searcher: {type: nsga2, metrics: [wer, cer], modes: [min, up]}\n",
+     ["searcher.modes[1]:", "'up'"]),
+    ("scheduler-unknown", BASE + "scheduler: {type: hyperband}\n", ["scheduler.type:", "'hyperband'"]),
+    ("asha-grace-zero", BASE + "scheduler: {type: asha, grace_period: 0}\n", ["scheduler.grace_period:"]),
+    ("asha-max-t-below-grace", BASE + "scheduler: {type: asha, grace_period: 5, max_t: 2}\n", ["scheduler.max_t:"]),
+    ("workers-zero", BASE + "resources: {num_workers: 0}\n", ["resources.num_workers:", "at least 1"]),
+    ("cpus-zero", BASE + "resources: {cpus_per_worker: 0}\n", ["resources.cpus_per_worker:"]),
+    ("baseline-not-bool", BASE + "baseline: yes please\n", ["baseline:", "true or false"]),
+    ("preset-unknown", BASE + "presets:\n  cloud: {num_samples: 2}\n", ["presets.cloud:", "local, gpu"]),
+    ("preset-unknown-field", BASE + "presets:\n  local:\n    conifg: {model: x}\n", ["presets.local.conifg:"]),
+    ("preset-unknown-config-key", BASE + "presets:\n  local:\n    config: {modle: x}\n",
+     ["presets.local.config.modle:", "unknown key"]),
+    ("preset-nested-config-key", BASE + "presets:\n  local:\n    config: {lora: {rnk: 3}}\n",
+     ["presets.local.config.lora.rnk:"]),
+    ("preset-bad-config-value", BASE + "presets:\n  local:\n    config: {precision: {bits: 3}}\n",
+     ["presets.local.config.precision.bits:"]),
+    ("preset-num-samples-zero", BASE + "presets:\n  local: {num_samples: 0}\n", ["presets.local.num_samples:"]),
+    ("preset-resources", BASE + "presets:\n  local:\n    resources: {num_workers: 0}\n",
+     ["presets.local.resources.num_workers:"]),
+    ("preset-space-out-of-range", BASE + "presets:\n  local:\n    space: {lora.r: {type: choice, values: [0, 4]}}\n",
+     ["presets.local.space.lora.r:", "level 0"]),
+    ("preset-space-empty", BASE + "presets:\n  local:\n    space: {}\n", ["presets.local.space:", "searches nothing"]),
+    ("config-not-mapping", BASE.replace("config:\n  model: whisper-tiny.en\n  data: {source: espeak-smoke}",
+                                        "config: [1]"), ["config:", "expected a mapping"]),
+    ("config-unknown-key", BASE.replace("model: whisper-tiny.en", "model: whisper-tiny.en\n  lora: {rnk: 2}"),
+     ["lora.rnk:", "unknown key"]),
+    ("config-bad-value", BASE.replace("model: whisper-tiny.en", "model: whisper-tiny.en\n  precision: {bits: 3}"),
+     ["config.precision.bits:", "3 is not supported"]),
+    ("data-folder-missing", BASE.replace("espeak-smoke", "./no/such/folder"), ["config.data.source:", "does not exist"]),
+    ("data-hub-offline", BASE.replace("espeak-smoke", "google/fleurs"), ["config.data.source:", "espeak-general"]),
+    ("model-is-a-corpus", BASE.replace("model: whisper-tiny.en", "model: espeak-general"),
+     ["config.model:", "not a model"]),
+    ("model-hub-offline", BASE.replace("whisper-tiny.en", "openai/whisper-small"),
+     ["config.model:", "offline", "'whisper-tiny.en'"]),
+]
+
+# Cases that also run without --dry-run: the error must still come before Ray starts.
+# They break the file's own fields (not a preset's), so whichever preset the machine picks, the file is wrong.
+FULL_RUN = {"invalid-yaml", "unknown-method", "searched-value-out-of-range", "config-bad-value", "model-hub-offline"}
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --dry-run, main() joins a running cluster (RAY_ADDRESS, `ray start`) to pick the preset; here
+    there is none, so Ray would only start when the sweep runs, after validation."""
+    monkeypatch.setattr(sweep, "running_cluster", lambda: False)
+    assert not ray.is_initialized()
+
+
+def test_enough_distinct_cases() -> None:
+    assert len({case for case, _, _ in MALFORMED}) == len(MALFORMED) >= 22
+    assert len({text for _, text, _ in MALFORMED}) == len(MALFORMED)
+
+
+def test_base_is_valid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "base.yaml"
+    path.write_text(BASE)
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    assert "lora.r" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), MALFORMED, ids=[c for c, _, _ in MALFORMED])
+def test_malformed_file(case: str, text: str, expected: list[str], tmp_path: Path,
+                        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    if case in FULL_RUN:  # were the file accepted, fail at once instead of running a sweep
+        import platform.runner
+
+        monkeypatch.setattr(platform.runner, "run_sweep", lambda *a, **k: pytest.fail("the sweep ran"))
+    for argv in ([str(path), "--dry-run"], [str(path)]) if case in FULL_RUN else ([str(path), "--dry-run"],):
+        assert sweep.main(argv) == 2, argv
+        line = one_error_line(capsys)
+        assert str(path) in line, line
+        for part in expected:
+            assert part in line, (part, line)
+        assert not ray.is_initialized()
+
+
+def test_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"method: \xff\xfe qlora\n")
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    for path in (binary, folder):
+        assert sweep.main([str(path), "--dry-run"]) == 2
+        line = one_error_line(capsys)
+        assert str(path) in line and "cannot read" in line, line
+
+
+def test_scientific_notation_without_dot_is_a_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """YAML 1.1 reads `1e-5` as a string; float fields take it anyway (in files and in --set)."""
+    path = tmp_path / "lr.yaml"
+    path.write_text(with_param("optim.lr: {type: loguniform, low: 1e-5, high: 1e-2}"))
+    assert sweep.main([str(path), "--dry-run", "--set", "optim.warmup_steps=0", "--set", "lora.alpha=1e1"]) == 0
+    out = capsys.readouterr().out
+    assert '"low": 1e-05' in out and "alpha: 10.0" in out, out
+
+
+# ---------------------------------------------------------------------------------------------
+# The CLI around the file
+# ---------------------------------------------------------------------------------------------
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["--list"]) == 0
+    assert "qlora_rank" in capsys.readouterr().out
+
+
+def test_unknown_sweep_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["no_such_sweep", "--dry-run"]) == 2
+    line = one_error_line(capsys)
+    assert "no_such_sweep" in line and "qlora_rank" in line, line
+
+
+def test_no_sweep_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main([]) == 2
+    assert "qlora_rank" in one_error_line(capsys)
+
+
+BAD_FLAGS: list[tuple[list[str], list[str]]] = [
+    (["--set", "optim.max_steps=abc"], ["--set optim.max_steps:", "integer"]),
+    (["--set", "optim.max_steps=-1"], ["--set optim.max_steps:", ">= 0"]),
+    (["--set", "nosuch.key=1"], ["--set nosuch.key:", "unknown key"]),
+    (["--set", "lora.r.x=1"], ["--set lora.r.x:"]),
+    (["--set", "optim.max_steps"], ["--set 'optim.max_steps'", "KEY=VALUE"]),
+    (["--set", "=3"], ["--set '=3'", "KEY=VALUE"]),
+    (["--set", "optim.max_steps=["], ["--set optim.max_steps:", "not valid YAML"]),
+    (["--set", "lora.r=3"], ["--set lora.r:", "searched", "presets.local.space.lora.r"]),
+    (["--set", "lora={r: 3}"], ["--set lora:", "searched"]),
+    (["--num-samples", "0"], ["--num-samples:", "at least 1"]),
+    (["--max-concurrent", "0"], ["--max-concurrent:", "at least 1"]),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags(argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["qlora_rank", "--dry-run", *argv]) == 2
+    line = one_error_line(capsys)
+    for part in expected:
+        assert part in line, (part, line)
+    assert not ray.is_initialized()
+
+
+def test_set_section_merges(capsys: pytest.CaptureFixture[str]) -> None:
+    """--set of a whole section merges into it (other keys kept) and the plan stays printable."""
+    assert sweep.main(["qlora_rank", "--dry-run", "--set", "lora={dropout: 0.2}", "--set", "optim.lr=1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "dropout: 0.2" in out and "- fc2" in out and "lr: 0.0001" in out, out
+
+
+def test_dry_run_of_qlora_rank_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["qlora_rank", "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    out = captured.out
+    assert "preset    local" in out
+    assert "searcher  optuna grid" in out
+    assert 'lora.r: {"type": "grid", "values": [1, 4, 16, 64]}' in out
+    assert "resources 1 Ray Train worker(s) x 2 CPU + 0 GPU" in out
+    assert "trials    4, 1 at a time" in out
+    assert "model: whisper-tiny.en" in out
+    assert not ray.is_initialized()
+
+
+def test_dry_run_gpu_preset_offline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert sweep.main(["qlora_rank", "--dry-run", "--preset", "gpu"]) == 2
+    line = one_error_line(capsys)
+    assert "search_spaces/qlora_rank.yaml" in line and "config.model" in line, line
+    assert "openai/whisper-small" in line and "'whisper-tiny.en'" in line, line
+
+
+def test_real_entry_point(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(BASE + "num_sample: 4\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    python = ROOT / ".venv" / "bin" / "python"
+    out = subprocess.run([str(python if python.exists() else sys.executable), "-m", "platform.sweep", str(path),
+                          "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: ") and str(path) in lines[0] and "num_sample: unknown key" in lines[0]

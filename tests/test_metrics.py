@@ -12,7 +12,13 @@ import torch
 
 from tests.conftest import ROOT
 from trainables.metrics import (
-    bleu, deployed_size_bytes, error_rates, param_counts, perplexity, safetensors_bytes, utterance_errors,
+    bleu,
+    deployed_size_bytes,
+    error_rates,
+    param_counts,
+    perplexity,
+    safetensors_bytes,
+    utterance_errors,
 )
 from trainables.models import PrecisionConfig, load_base_model
 from trainables.training import Throughput

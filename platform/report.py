@@ -13,8 +13,9 @@ import json
 import math
 import sys
 from pathlib import Path
-from platform import tracking
 from typing import Any
+
+from platform import tracking
 
 COLUMNS = ["wer", "cer", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s", "model_size_mb",
            "compression_ratio", "trainable_params"]
@@ -28,8 +29,10 @@ def trial_rows(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         searched = json.loads(run.data.tags.get("searched", "{}"))
-        rows.append({"trial": run.info.run_name, "run_id": run.info.run_id, "status": run.info.status, "searched": searched,
-                     "error": run.data.tags.get("error", ""), **{k: run.data.metrics.get(k) for k in COLUMNS}})
+        rows.append({**run.data.metrics, "trial": run.info.run_name, "run_id": run.info.run_id,
+                     "status": run.info.status, "searched": searched, "error": run.data.tags.get("error", ""),
+                     "early_stopped": run.data.tags.get("early_stopped") == "true",
+                     **{k: run.data.metrics.get(k) for k in COLUMNS}})
     return sorted(rows, key=lambda r: (json.dumps(r["searched"], sort_keys=True), r["trial"]))
 
 
@@ -96,7 +99,8 @@ def write_summary(uri: str, parent_run_id: str, name: str, keys: list[str], base
     c = tracking.client(uri)
     rows = trial_rows(uri, parent_run_id)
     keys = keys or sorted({k for r in rows for k in r["searched"]})
-    text = table(rows, keys, baseline)
+    shown = keys + sorted({k for r in rows for k in r["searched"]} - set(keys))  # e.g. an ablation's seed
+    text = table(rows, shown, baseline)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.md").write_text(f"# {name}: summary\n\n{text}\n")
     buf = io.StringIO()
@@ -112,6 +116,175 @@ def write_summary(uri: str, parent_run_id: str, name: str, keys: list[str], base
         png = out_dir / f"wer_vs_{key.replace('.', '_')}.png"
         if plot(rows, key, baseline.get("wer"), png, f"{name}: WER vs {key}"):
             c.log_artifact(parent_run_id, str(png))
+    return text
+
+
+COST_METRICS = ["cer", "model_size_mb", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s"]
+
+
+def _hypotheses(c: Any, run_id: str, tmp: Path) -> list[dict[str, Any]] | None:
+    try:
+        path = c.download_artifacts(run_id, "hypotheses.jsonl", str(tmp))
+    except Exception:
+        return None
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _mean_errors(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-utterance word errors averaged over a level's seeds (utterances every seed decoded)."""
+    common = set.intersection(*({r["id"] for r in rows} for rows in runs))
+    by_id: dict[str, dict[str, Any]] = {}
+    for rows in runs:
+        for r in rows:
+            if r["id"] in common:
+                entry = by_id.setdefault(r["id"], {"id": r["id"], "errors": 0.0, "ref_words": r["ref_words"]})
+                entry["errors"] += r["errors"] / len(runs)
+    return [by_id[i] for i in sorted(by_id)]
+
+
+def ablation_section(c: Any, rows: list[dict[str, Any]], factor: str, baseline_level: Any, out_dir: Path,
+                     name: str) -> str:
+    """Per level: mean and 95% CI over seeds; each level against the baseline: paired bootstrap."""
+    import tempfile
+
+    from platform import stats
+
+    metrics = ["wer", *COST_METRICS]
+    levels = stats.level_summary(rows, factor, metrics)
+    lines = [f"## Ablation of `{factor}` (baseline level: `{baseline_level}`)", "",
+             "Mean and 95% confidence interval (Student t) over seeds, finished trials only.", "",
+             "| level | n | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+    for lv in levels:
+        cells = []
+        for m in metrics:
+            mean, low, high = lv[f"{m}_mean"], lv[f"{m}_low"], lv[f"{m}_high"]
+            cells.append(_fmt(mean) + ("" if math.isnan(low) else f" [{_fmt(low)}, {_fmt(high)}]"))
+        lines.append(f"| {lv['level']} | {lv['n']} | " + " | ".join(cells) + " |")
+    finished = [r for r in rows if stats.is_completed(r) and factor in r["searched"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        per_level: dict[str, list[list[dict[str, Any]]]] = {}
+        for i, r in enumerate(finished):
+            hyps = _hypotheses(c, r["run_id"], Path(tmp) / str(i))
+            if hyps:
+                per_level.setdefault(json.dumps(r["searched"][factor]), []).append(hyps)
+    base_key = json.dumps(baseline_level)
+    lines += ["", f"Each level against `{baseline_level}`: paired bootstrap over utterances (10,000 resamples) of",
+              "the corpus-WER difference, per-utterance errors averaged over seeds.", "",
+              "| level | WER | baseline WER | ΔWER [95% CI] | relative | p |", "|---|---|---|---|---|---|"]
+    if base_key not in per_level:
+        lines.append("| (the baseline level has no finished trial with hypotheses) | | | | | |")
+    else:
+        base = _mean_errors(per_level[base_key])
+        for key, runs in sorted(per_level.items()):
+            if key == base_key:
+                continue
+            aligned = stats.align(base, _mean_errors(runs)) if len(base) else None
+            if aligned is None or not len(aligned.ids):
+                continue
+            b = stats.paired_bootstrap(aligned.errors_a, aligned.errors_b, aligned.ref_words)
+            lines.append(f"| {json.loads(key)} | {b.wer_b:.4f} | {b.wer_a:.4f} | {b.delta:+.4f} [{b.ci_low:+.4f}, "
+                         f"{b.ci_high:+.4f}] | {b.relative:+.1%} | {b.p_value:.4f} |")
+    png = out_dir / f"ablation_{factor.replace('.', '_')}.png"
+    if levels and _plot_levels(levels, factor, baseline_level, png, name):
+        lines += ["", f"![{png.name}]({png.name})"]
+    return "\n".join(lines)
+
+
+def _plot_levels(levels: list[dict[str, Any]], factor: str, baseline_level: Any, path: Path, name: str) -> bool:
+    from matplotlib.figure import Figure
+
+    points = [lv for lv in levels if not math.isnan(lv["wer_mean"])]
+    if not points:
+        return False
+    fig = Figure(figsize=(max(5, 1.1 * len(points)), 4))
+    ax = fig.add_subplot()
+    xs = range(len(points))
+    means = [lv["wer_mean"] for lv in points]
+    errs = [[0 if math.isnan(lv["wer_low"]) else lv["wer_mean"] - lv["wer_low"] for lv in points],
+            [0 if math.isnan(lv["wer_high"]) else lv["wer_high"] - lv["wer_mean"] for lv in points]]
+    colors = ["tab:orange" if str(lv["level"]) == str(baseline_level) else "tab:blue" for lv in points]
+    ax.bar(xs, means, yerr=errs, capsize=4, color=colors)
+    ax.set_xticks(list(xs), [str(lv["level"]) for lv in points], rotation=20)
+    ax.set_ylabel("WER (mean, 95% CI over seeds)")
+    ax.set_title(f"{name}: WER by {factor} (orange: baseline)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def pareto_section(rows: list[dict[str, Any]], objectives: list[str], modes: list[str], out_dir: Path) -> str:
+    from platform import stats
+
+    points = [{**r, **{k: r.get(k) for k in objectives}} for r in rows]
+    front = stats.pareto_front(points, objectives, modes)
+    lines = [f"## Pareto front ({', '.join(f'{o} {m}' for o, m in zip(objectives, modes, strict=True))})", "",
+             "Completed trials only; early-stopped and failed trials are left out.", "",
+             "| trial | " + " | ".join(objectives) + " | searched |", "|" + "---|" * (len(objectives) + 2)]
+    for p in front:
+        lines.append(f"| {p['trial']} | " + " | ".join(_fmt(p[o]) for o in objectives) + f" | `{json.dumps(p['searched'])}` |")
+    completed = [p for p in points if stats.is_completed(p) and all(p.get(o) is not None for o in objectives)]
+    if completed:
+        png = out_dir / f"pareto_{objectives[0]}_{objectives[1]}.png"
+        stats.plot_pareto(completed, front, objectives[1], objectives[0], png, modes=(modes[1], modes[0]))
+        lines += ["", f"![{png.name}]({png.name})"]
+    return "\n".join(lines)
+
+
+def importance_section(rows: list[dict[str, Any]], space: dict[str, Any], metric: str, mode: str) -> str:
+    """Optuna's parameter importances, from a study rebuilt from the MLflow runs."""
+    import optuna
+
+    from platform import stats
+
+    dists = {}
+    for key, p in space.items():
+        if p.get("values") is not None:
+            dists[key] = optuna.distributions.CategoricalDistribution(p["values"])
+        elif p["type"] == "int":
+            dists[key] = optuna.distributions.IntDistribution(int(p["low"]), int(p["high"]), log=bool(p.get("log")))
+        else:
+            dists[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["type"] == "loguniform")
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
+    for r in rows:
+        if stats.is_completed(r) and r.get(metric) is not None and set(dists) <= set(r["searched"]):
+            study.add_trial(optuna.trial.create_trial(
+                params={k: r["searched"][k] for k in dists}, distributions=dists, value=float(r[metric])))
+    importances = stats.param_importances(study)
+    if not importances:
+        return "## Parameter importances\n\nToo few completed trials."
+    lines = [f"## Parameter importances for {metric} (Optuna, {len(study.trials)} trials)", "",
+             "| parameter | importance |", "|---|---|"]
+    lines += [f"| {k} | {v:.3f} |" for k, v in sorted(importances.items(), key=lambda kv: -kv[1])]
+    return "\n".join(lines)
+
+
+def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
+    """The whole report of a sweep, from MLflow alone: summary, ablation statistics, Pareto front,
+    importances, plots. Written to `out_dir` and logged to the parent run; returns the markdown."""
+    c = tracking.client(uri)
+    parent = c.get_run(parent_run_id)
+    tags = parent.data.tags
+    name = tags.get("sweep", parent.info.run_name)
+    keys = json.loads(tags.get("searched_keys", "[]"))
+    baseline = {k.removeprefix("baseline_"): v for k, v in parent.data.metrics.items() if k.startswith("baseline_")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = write_summary(uri, parent_run_id, name, keys, baseline, out_dir)
+    rows = trial_rows(uri, parent_run_id)
+    sections = [f"# {name}", "", tags.get("description", ""), "", "## Trials", "", summary]
+    ablation = json.loads(tags.get("ablation", "null"))
+    objectives = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
+    space = json.loads(tags.get("space", "{}"))
+    if ablation:
+        sections += ["", ablation_section(c, rows, ablation["factor"], ablation["baseline"], out_dir, name)]
+    if len(objectives[0]) >= 2:
+        sections += ["", pareto_section(rows, objectives[0], objectives[1], out_dir)]
+    if tags.get("searcher_type") in ("tpe", "random", "nsga2") and space:
+        sections += ["", importance_section(rows, space, objectives[0][0], objectives[1][0])]
+    text = "\n".join(sections) + "\n"
+    (out_dir / "report.md").write_text(text)
+    for f in sorted(out_dir.glob("*.png")) + [out_dir / "report.md"]:
+        c.log_artifact(parent_run_id, str(f), "report")
     return text
 
 
@@ -137,12 +310,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: experiment {args.name!r} has no sweep run", file=sys.stderr)
             return 2
         run_id = parents[0].info.run_id
-    parent = c.get_run(run_id)
-    baseline = {k.removeprefix("baseline_"): v for k, v in parent.data.metrics.items() if k.startswith("baseline_")}
-    keys = json.loads(parent.data.tags.get("searched_keys", "[]"))
     out = Path(args.out) if args.out else root / "reports" / args.name
-    print(write_summary(uri, run_id, args.name, keys, baseline, out))
-    print(f"written to {out}")
+    print(sweep_report(uri, run_id, out))
+    print(f"written to {out} and logged to run {run_id}")
     return 0
 
 

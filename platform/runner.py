@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
+
 from platform import tracking
 from platform.spaces import ResolvedSweep
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "sweep.json"
@@ -63,7 +64,8 @@ def make_scheduler(sweep: ResolvedSweep) -> Any:
                          reduction_factor=s.reduction_factor, max_t=s.max_t)
 
 
-def make_trial(method: str, fixed: dict[str, Any], resources: dict[str, Any], train_storage: str) -> Any:
+def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resources: dict[str, Any],
+               train_storage: str) -> Any:
     """The Tune function trainable: one Ray Train run of `method` with the trial's sampled values.
 
     The trial function itself reserves nothing; the TorchTrainer it starts asks for the workers.
@@ -74,10 +76,10 @@ def make_trial(method: str, fixed: dict[str, Any], resources: dict[str, Any], tr
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from trainables.config import merge, unflatten
+        from platform.spaces import trial_config
         from trainables.launch import torch_trainer
 
-        config = merge(fixed, unflatten(dict(sampled)))
+        config = trial_config(fixed, space, dict(sampled))
         name = f"train-{tune.get_context().get_trial_id()}"
         trainer = torch_trainer(method, config, storage_path=train_storage, name=name,
                                 callbacks=[TuneReportCallback()], **resources)
@@ -113,10 +115,10 @@ def latest_run_dir(state_root: Path) -> Path | None:
 
 def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
               storage: str | None, resume: bool, started: float) -> int:
+    from ray import tune
+
     from platform import report
     from platform.sweep import connect_ray, start_local_ray
-
-    from ray import tune
 
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
     storage_root = storage or str(ROOT / "ray_results")
@@ -145,7 +147,10 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     if "parent_run_id" not in state:
         state["parent_run_id"] = tracking.start_parent(
             uri, sweep.name, {**tags, "preset_reason": why, "description": sweep.description,
-                                    "searched_keys": json.dumps(list(sweep.space))},
+                    "searched_keys": json.dumps([k for k in sweep.space if not sweep.ablation or k != sweep.ablation.seed_key]),
+                    "space": json.dumps({k: {f: v for f, v in vars(p).items() if f != "named"} for k, p in sweep.space.items()}),
+                    "objectives": json.dumps(list(sweep.objectives)), "searcher_type": sweep.searcher.type,
+                    "ablation": json.dumps(vars(sweep.ablation) if sweep.ablation else None)},
             {"config": sweep.config, "space": {k: vars(p) for k, p in sweep.space.items()},
              "searcher": vars(sweep.searcher), "scheduler": vars(sweep.scheduler), "num_samples": sweep.num_samples},
         )
@@ -170,9 +175,9 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     # The trial function only waits on its TorchTrainer, which reserves the workers' resources itself.
     # Reserving a CPU for the function too would leave a 2-core laptop unable to place the worker, and
     # Ray refuses an empty request, so the function asks for a little memory and no CPU.
-    trainable = tune.with_resources(make_trial(sweep.method, sweep.config, trainer_resources(sweep), train_storage),
+    trainable = tune.with_resources(make_trial(sweep.method, sweep.config, sweep.space, trainer_resources(sweep), train_storage),
                                     {"CPU": 0, "memory": 64 * 1024 * 1024})
-    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config)
+    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space)
     exp_dir = f"{experiment_path}/{stamp}"
     if resume and tune.Tuner.can_restore(exp_dir):
         print(f"resuming {exp_dir}", flush=True)
@@ -190,8 +195,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         )
     tuner.fit()
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
-    table = report.write_summary(uri, parent, sweep.name, list(sweep.space), state.get("baseline", {}), out_dir=run_dir)
-    print(table, flush=True)
+    print(report.sweep_report(uri, parent, run_dir), flush=True)
     if interrupted:
         print(f"the sweep stopped before every trial finished; continue it with --resume "
               f"(python -m platform.sweep {sweep.name} --resume)", flush=True)

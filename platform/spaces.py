@@ -41,8 +41,18 @@ class ParamSpec:
     """Upper bound, inclusive."""
     log: bool = False
     """int only: sample on a log scale."""
+    named: dict[str, dict[str, Any]] | None = None
+    """Named levels, each a set of config overrides (e.g. nf4: {precision: {bits: 4}}); the key is then a
+    label, not a config field, and `values` are the level names."""
 
     def check(self) -> None:
+        if self.named is not None:
+            require(self.type in ("choice", "grid"), "type", "named levels need type choice or grid")
+            require(self.values is None, "values", "named levels take their values from their names; drop values")
+            require(bool(self.named), "named", "needs at least one level")
+            for name, overrides in self.named.items():
+                require(isinstance(overrides, dict), f"named.{name}", "must be a mapping of config overrides")
+            self.values = list(self.named)
         if self.type in ("choice", "grid"):
             require(bool(self.values), "values", f"a {self.type} parameter needs a non-empty list of values")
             require(self.low is None and self.high is None, "low", f"a {self.type} parameter takes values, not low/high")
@@ -134,6 +144,23 @@ class ResourcesSpec:
 
 
 @dataclass
+class AblationSpec:
+    """A one-factor ablation: a grid over the factor's levels, each run with several seeds."""
+
+    factor: str
+    """The space key whose levels are compared."""
+    baseline: Any
+    """The level every other level is tested against (paired bootstrap on per-utterance errors)."""
+    repeats: int = 2
+    """Seeds per level."""
+    seed_key: str = "seed"
+    """Config field that takes the repeat's seed (0, 1, ...)."""
+
+    def check(self) -> None:
+        require(self.repeats >= 1, "repeats", f"must be at least 1, got {self.repeats}")
+
+
+@dataclass
 class PresetSpec:
     """Overrides for one preset."""
 
@@ -147,6 +174,8 @@ class PresetSpec:
     """Replaces max_concurrent_trials."""
     resources: ResourcesSpec | None = None
     """Replaces resources."""
+    searcher: SearcherSpec | None = None
+    """Replaces the searcher (e.g. a third objective, peak_vram_mb, where GPU memory is measured)."""
 
 
 @dataclass
@@ -179,8 +208,12 @@ class SweepSpec:
     """Measure the untuned model's metrics once per sweep (for the report's reference line)."""
     presets: dict[str, PresetSpec] = field(default_factory=dict)
     """local and gpu overrides."""
+    ablation: AblationSpec | None = None
+    """Makes the sweep a one-factor ablation with repeats and a baseline level (needs searcher grid)."""
 
     def check(self) -> None:
+        if self.ablation is not None:
+            require(self.searcher.type == "grid", "searcher.type", "an ablation runs a grid; set searcher.type: grid")
         require(self.method in METHODS, "method", f"unknown method {self.method!r} (known: {', '.join(sorted(METHODS))})")
         require(self.num_samples >= 1, "num_samples", f"must be at least 1, got {self.num_samples}")
         require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be at least 1")
@@ -212,6 +245,7 @@ class ResolvedSweep:
     max_concurrent_trials: int
     resources: ResourcesSpec
     baseline: bool
+    ablation: AblationSpec | None = None
 
     @property
     def objectives(self) -> tuple[list[str], list[str]]:
@@ -223,8 +257,21 @@ class ResolvedSweep:
         return math.prod(len(p.values or []) for p in self.space.values())
 
     def trial_config(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """The method config of one trial: fixed config with the sampled dotted keys set."""
-        return merge(self.config, unflatten(sampled))
+        return trial_config(self.config, self.space, sampled)
+
+
+def trial_config(config: dict[str, Any], space: dict[str, ParamSpec], sampled: dict[str, Any]) -> dict[str, Any]:
+    """The method config of one trial: the fixed config, each named level's overrides merged in,
+    and the other sampled dotted keys set."""
+    out = dict(config)
+    plain = {}
+    for key, value in sampled.items():
+        param = space.get(key)
+        if param is not None and param.named is not None:
+            out = merge(out, param.named[value])
+        else:
+            plain[key] = value
+    return merge(out, unflatten(plain))
 
 
 def available() -> list[str]:
@@ -292,7 +339,15 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
                     "change the space instead")
         if not space:
             raise ConfigError(f"{at}: the sweep searches nothing; add at least one parameter")
+        if spec.ablation is not None:
+            space = _with_repeats(space, spec.ablation, at)
         for key, param in space.items():
+            if param.named is not None:
+                try:
+                    field_type(module.CONFIG, key)
+                except ConfigError:
+                    continue  # a label, checked through its levels' overrides below
+                raise ConfigError(f"{at}.{key}: named levels need a label that is not a config field")
             try:
                 tp = field_type(module.CONFIG, key)
             except ConfigError as exc:
@@ -310,10 +365,10 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
                                       "use int or choice") from None
         resolved = ResolvedSweep(
             name=path.stem, path=path, preset=preset, method=spec.method, description=spec.description,
-            metric=spec.metric, mode=spec.mode, config=config, space=space, searcher=spec.searcher,
+            metric=spec.metric, mode=spec.mode, config=config, space=space, searcher=chosen.searcher or spec.searcher,
             scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
             max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
-            resources=chosen.resources or spec.resources, baseline=spec.baseline,
+            resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=spec.ablation,
         )
         if spec.searcher.type == "grid":
             for key, param in space.items():
@@ -328,6 +383,17 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None
     return resolved
+
+
+def _with_repeats(space: dict[str, ParamSpec], ablation: AblationSpec, at: str) -> dict[str, ParamSpec]:
+    """The ablation's space: its factor, plus the seed as a grid dimension of `repeats` values."""
+    require(ablation.factor in space, "ablation.factor", f"{ablation.factor!r} is not in {at} ({', '.join(space)})")
+    factor = space[ablation.factor]
+    require(factor.type in ("choice", "grid"), "ablation.factor", "the factor must have a list of levels")
+    require(any(v == ablation.baseline for v in factor.values or []), "ablation.baseline",
+            f"{ablation.baseline!r} is not a level of {ablation.factor} ({', '.join(map(str, factor.values or []))})")
+    require(ablation.seed_key not in space, "ablation.seed_key", f"{ablation.seed_key} is searched already")
+    return {**space, ablation.seed_key: ParamSpec(type="grid", values=list(range(ablation.repeats)))}
 
 
 def _origins(preset_config: dict[str, Any], overrides: dict[str, Any], preset: str) -> list[tuple[str, str]]:
@@ -350,6 +416,11 @@ def _check_levels(module: Any, sweep: ResolvedSweep, at: str = "space",
         except ConfigError as exc:
             message = str(exc)
             field_name = message.split(":", 1)[0].split("[", 1)[0]
+            for key, value in sampled.items():
+                named = sweep.space[key].named
+                if named is not None and any(k == field_name or field_name.startswith(k + ".")
+                                             for k in flatten(named[value])):
+                    raise ConfigError(f"{at}.{key}.named.{value}.{message}") from None
             if field_name in sweep.space:
                 raise ConfigError(f"{at}.{message} (level {sampled[field_name]!r})") from None
             prefix = next((p for k, p in origins or [] if k == field_name or k.startswith(field_name + ".")

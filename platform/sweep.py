@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from platform import spaces
-from platform.spaces import ResolvedSweep, SpaceError
 from typing import Any
 
 import yaml
+
+from platform import spaces
+from platform.spaces import ResolvedSweep, SpaceError
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "sweep.json"
@@ -117,8 +118,11 @@ def plan_text(sweep: ResolvedSweep, why: str) -> str:
         f"resources {sweep.resources.num_workers} Ray Train worker(s) x {sweep.resources.cpus_per_worker:g} CPU"
         f" + {sweep.resources.gpus_per_worker:g} GPU",
         f"baseline  {'the untuned model, measured once' if sweep.baseline else 'none'}",
+        *([f"ablation  {sweep.ablation.factor} against {sweep.ablation.baseline!r}, {sweep.ablation.repeats} seeds per level"]
+          if sweep.ablation else []),
         "space:",
-        *[f"  {k}: {json.dumps({f: v for f, v in vars(p).items() if v not in (None, False)})}" for k, p in sweep.space.items()],
+        *[f"  {k}: {json.dumps({f: v for f, v in vars(p).items() if v not in (None, False) and f != 'named'})}"
+          + (" (named levels: config overrides each)" if p.named else "") for k, p in sweep.space.items()],
         "fixed config:",
         *["  " + line for line in yaml.safe_dump(sweep.config, sort_keys=True).splitlines()],
     ]

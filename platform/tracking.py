@@ -73,12 +73,13 @@ def log_metrics(c: Any, run_id: str, metrics: dict[str, float], step: int) -> No
         c.log_batch(run_id, metrics=items[i : i + 900])
 
 
-def resolved_config(method: str, fixed: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+def resolved_config(method: str, fixed: dict[str, Any], space: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
     """A trial's whole config, defaults included, as the method parses it."""
+    from platform.spaces import trial_config
     from trainables import load_method
-    from trainables.config import merge, to_dict, unflatten
+    from trainables.config import to_dict
 
-    return to_dict(load_method(method).parse_config(merge(fixed, unflatten(sampled))))
+    return to_dict(load_method(method).parse_config(trial_config(fixed, space, sampled)))
 
 
 def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
@@ -92,9 +93,9 @@ class MlflowTrials(Callback):
     """Tune callback: a child run per trial with params, per-step and final metrics, artifacts, status."""
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], method: str,
-                 fixed_config: dict[str, Any]) -> None:
+                 fixed_config: dict[str, Any], space: dict[str, Any]) -> None:
         self.uri, self.experiment, self.parent = uri, experiment, parent_run_id
-        self.tags, self.method, self.fixed = tags, method, fixed_config
+        self.tags, self.method, self.fixed, self.space = tags, method, fixed_config, space
         self.runs: dict[str, str] = {}
         self._client: Any = None
 
@@ -125,7 +126,7 @@ class MlflowTrials(Callback):
             tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent}
             run_id = self.c.create_run(exp, run_name=str(trial), tags=tags).info.run_id
             sampled = dict(trial.config)
-            log_params(self.c, run_id, resolved_config(self.method, self.fixed, sampled))
+            log_params(self.c, run_id, resolved_config(self.method, self.fixed, self.space, sampled))
             self.c.set_tag(run_id, "searched", json.dumps(sampled))
         self.runs[tid] = run_id
         return run_id
@@ -141,6 +142,8 @@ class MlflowTrials(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
         last = trial.last_result or {}
+        if "wer" not in last:  # stopped by the scheduler before its final evaluation
+            self.c.set_tag(run_id, "early_stopped", "true")
         path = last.get("checkpoint_path")
         if path and Path(path).is_dir():
             history = Path(path) / "history.json"

@@ -10,10 +10,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from platform import sweep
 
 import pytest
 import ray
+
+from platform import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,12 @@ import itertools
 import math
 import time
 from pathlib import Path
-from platform import stats
 
 import numpy as np
 import pytest
 from scipy import stats as sps
+
+from platform import stats
 
 
 def _rows(errors: list[int] | np.ndarray, ref_words: list[int] | np.ndarray, ids: list[str] | None = None) -> list[dict]:

@@ -1,0 +1,82 @@
+"""The sweep report, rebuilt from MLflow alone: ablation statistics, Pareto front, importances."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from platform.report import sweep_report
+
+
+def _child(c: MlflowClient, exp: str, parent: str, name: str, searched: dict, metrics: dict, tmp: Path,
+           hyps: list[dict] | None = None, status: str = "FINISHED", early: bool = False) -> None:
+    run = c.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "searched": json.dumps(searched),
+                                                   **({"early_stopped": "true"} if early else {})})
+    for k, v in metrics.items():
+        c.log_metric(run.info.run_id, k, v)
+    if hyps is not None:
+        path = tmp / f"{name}.jsonl"
+        path.write_text("\n".join(json.dumps(h) for h in hyps))
+        c.log_artifact(run.info.run_id, str(path))
+        src = c.download_artifacts(run.info.run_id, path.name, str(tmp / f"dl-{name}"))
+        Path(src).rename(Path(src).with_name("hypotheses.jsonl"))
+        c.log_artifact(run.info.run_id, str(Path(src).with_name("hypotheses.jsonl")))
+    c.set_terminated(run.info.run_id, status)
+
+
+def _hyps(rng: random.Random, error_rate: float, n: int = 150) -> list[dict]:
+    rows = []
+    for i in range(n):
+        words = 10
+        errors = sum(rng.random() < error_rate for _ in range(words))
+        rows.append({"id": f"u{i:03d}", "reference": "r", "hypothesis": "h", "errors": errors, "ref_words": words})
+    return rows
+
+
+def test_ablation_report_gives_ci_and_p_value(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("abl")
+    parent = c.create_run(exp, run_name="abl", tags={
+        "sweep": "abl", "searched_keys": json.dumps(["base"]), "searcher_type": "grid",
+        "ablation": json.dumps({"factor": "base", "baseline": "lora16", "repeats": 2, "seed_key": "seed"}),
+        "objectives": json.dumps([["wer"], ["min"]])}).info.run_id
+    rng = random.Random(0)
+    for level, rate in (("lora16", 0.05), ("nf4", 0.06), ("broken", 0.30)):
+        for seed in (0, 1):
+            hyps = _hyps(rng, rate)
+            wer = sum(h["errors"] for h in hyps) / sum(h["ref_words"] for h in hyps)
+            _child(c, exp, parent, f"{level}-{seed}", {"base": level, "seed": seed},
+                   {"wer": wer, "model_size_mb": 10.0 + seed}, tmp_path, hyps)
+    text = sweep_report(uri, parent, tmp_path / "out")
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    broken = [cell.strip() for cell in lines["broken"].split("|")]
+    assert float(broken[-2]) < 0.05  # p-value column of the bootstrap table
+    assert "[" in lines["nf4"] and "ΔWER" in text
+    assert (tmp_path / "out" / "ablation_base.png").exists()
+    logged = {a.path for a in c.list_artifacts(parent, "report")}
+    assert "report/report.md" in logged and "report/ablation_base.png" in logged
+
+
+def test_pareto_report_excludes_early_stopped_trials(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("par")
+    space = {"lora.r": {"type": "choice", "values": [2, 4, 8]}}
+    parent = c.create_run(exp, run_name="par", tags={
+        "sweep": "par", "searched_keys": json.dumps(["lora.r"]), "searcher_type": "nsga2", "space": json.dumps(space),
+        "objectives": json.dumps([["wer", "model_size_mb"], ["min", "min"]])}).info.run_id
+    points = [("a", 2, 0.30, 10.0), ("b", 4, 0.20, 20.0), ("c", 8, 0.25, 30.0), ("d", 8, 0.10, 40.0)]
+    for name, r, wer, size in points:
+        _child(c, exp, parent, name, {"lora.r": r}, {"wer": wer, "model_size_mb": size}, tmp_path)
+    # An early-stopped trial that would dominate everything must not appear on the front.
+    _child(c, exp, parent, "stopped", {"lora.r": 2}, {"wer": 0.01, "model_size_mb": 1.0}, tmp_path, early=True)
+    text = sweep_report(uri, parent, tmp_path / "out")
+    front = text.split("## Pareto front")[1].split("##")[0]
+    names = [line.split("|")[1].strip() for line in front.splitlines() if line.startswith("| ") and "trial" not in line]
+    assert sorted(names) == ["a", "b", "d"]  # c is dominated by b; "stopped" is early-stopped
+    assert "Parameter importances" in text
+    assert list((tmp_path / "out").glob("pareto_*.png"))

@@ -33,7 +33,14 @@ def trial_rows(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
                      "status": run.info.status, "searched": searched, "error": run.data.tags.get("error", ""),
                      "early_stopped": run.data.tags.get("early_stopped") == "true",
                      **{k: run.data.metrics.get(k) for k in COLUMNS}})
-    return sorted(rows, key=lambda r: (json.dumps(r["searched"], sort_keys=True), r["trial"]))
+    return sorted(rows, key=lambda r: ([_sort_key(r["searched"][k]) for k in sorted(r["searched"])], r["trial"]))
+
+
+def _sort_key(value: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, before anything else in text order."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, json.dumps(value))
 
 
 def _fmt(value: Any) -> str:

@@ -118,9 +118,13 @@ class EntropyConfig:
         require(self.max_tokens is None or self.max_tokens >= 2, "max_tokens", f"must be at least 2 or null, got {self.max_tokens}")
         require(self.log_every >= 0, "log_every", f"must be >= 0, got {self.log_every}")
 
+    def logs(self, step: int) -> bool:
+        """Whether training step `step` logs per-module entropy."""
+        return self.log_every > 0 and step % self.log_every == 0
+
     def collects(self, step: int) -> bool:
         """Whether training step `step` needs the adapted layers' activations (for the term or for logging)."""
-        return self.lambda_ != 0 or (self.log_every > 0 and step % self.log_every == 0)
+        return self.lambda_ != 0 or self.logs(step)
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,16 +239,30 @@ class ActivationCollector:
     def clear(self) -> None:
         self.activations.clear()
 
-    def __enter__(self) -> ActivationCollector:
-        for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
+    @torch.no_grad()
+    def entropies(self, order: int = 2, max_tokens: int | None = None) -> dict[str, float]:
+        """Entropy of each module's last collected activations, as floats (for logging)."""
+        return {name: float(h) for name, h in layer_entropies(self.activations, order, max_tokens).items()}
+
+    def attach(self) -> ActivationCollector:
+        """Register the hooks (what entering the context does)."""
+        if not self._handles:
+            for name, module in self.modules.items():
+                self._handles.append(module.register_forward_hook(self._hook(name), with_kwargs=True))
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def detach(self) -> None:
+        """Remove the hooks and drop the activations (what leaving the context does)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.clear()
+
+    def __enter__(self) -> ActivationCollector:
+        return self.attach()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.detach()
 
 
 def _centred_gram(x: torch.Tensor) -> torch.Tensor:

@@ -246,14 +246,18 @@ def window_positions(seconds: float) -> int:
     return max(1, math.ceil(seconds * 50))
 
 
-def add_lora(model: torch.nn.Module, names: list[str], lora: LoraConfig) -> torch.nn.Module:
-    """Wrap `model` with peft LoRA adapters on exactly the `names` modules (B starts at zero)."""
+def add_lora(model: torch.nn.Module, names: list[str], lora: LoraConfig,
+             rank_pattern: dict[str, int] | None = None) -> torch.nn.Module:
+    """Wrap `model` with peft LoRA adapters on exactly the `names` modules (B starts at zero).
+
+    `rank_pattern` (peft's form, e.g. from `entropy.lora_rank_pattern`) overrides `lora.r` per module.
+    """
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=names,
-        bias="none", init_lora_weights=True,
+        bias="none", init_lora_weights=True, rank_pattern=rank_pattern or {},
     )
     return get_peft_model(model, config)
 

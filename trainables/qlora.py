@@ -28,8 +28,18 @@ from trainables.batching import (
     spec_augment,
     whisper_labels,
 )
-from trainables.config import build, require, to_dict
+from trainables.config import ConfigError, build, require, to_dict
 from trainables.data import load_speech
+from trainables.entropy import (
+    ActivationCollector,
+    EntropyConfig,
+    add_entropy_term,
+    allocate_ranks,
+    entropy_heatmap,
+    entropy_metrics,
+    lora_rank_pattern,
+    measure_entropy,
+)
 from trainables.metrics import (
     MB,
     deployed_size_bytes,
@@ -113,6 +123,8 @@ class QLoRAConfig:
     """Optimiser, schedule, batch and step budget."""
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     """Masking of training features (Whisper: log-mel masks; wav2vec2: its built-in latent masks)."""
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)
+    """Entropy-aware LoRA: per-module ranks from activation entropy, and an entropy term in the loss."""
     encoder_window_s: float = 0.0
     """Whisper encoder window in seconds; 0 = the longest utterance of the data, rounded up to 0.5 s; 30 = Whisper's own."""
     eval_every: int = 0
@@ -134,6 +146,7 @@ class QLoRAConfig:
         require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         check_precision_with_lora(self.precision, self.lora)
+        require(self.lora.enabled or not self.entropy.enabled, "entropy.enabled", "rank allocation needs lora.enabled")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
         model_config = assets.model_config_if_local(self.model)
@@ -231,6 +244,33 @@ def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: in
             "rtf": total_s / max(total_audio, 1e-9)}
 
 
+def allocate_entropy_ranks(cfg: QLoRAConfig, task: Any, model: torch.nn.Module, targets: list[str], train: list[dict],
+                           dev: torch.device, dtype: torch.dtype) -> tuple[dict[str, int], dict[str, float]]:
+    """Measure activation entropy on calibration batches (on rank 0, shared with every worker) and split the rank budget.
+
+    Calibration batches are training batches as training sees them (SpecAugment included).
+    """
+    ent = cfg.entropy
+    budget = ent.budget if ent.budget is not None else cfg.lora.r * len(targets)
+    try:  # fail before measuring when no split can meet the budget
+        allocate_ranks(dict.fromkeys(targets, 1.0), budget, ent.r_min, ent.r_max)
+    except ValueError as exc:
+        raise ConfigError(f"entropy.budget: {str(exc).removeprefix('allocate_ranks: ')}") from None
+    entropies: dict[str, float] = {}
+    if world()[0] == 0:
+        buckets = length_buckets([len(u["audio"]) for u in train], cfg.optim.batch_size, shuffle=True, seed=cfg.seed)
+        batches = [[train[i] for i in b] for b in buckets[: ent.calibration_batches]]
+        gen = torch.Generator().manual_seed(cfg.seed)
+
+        def forward(m: torch.nn.Module, utts: list[dict]) -> torch.Tensor:
+            with autocast(cfg.optim, dev):
+                return task.loss(m, utts, gen, dev, dtype)
+
+        entropies = measure_entropy(model, targets, batches, forward, side=ent.side, order=ent.order)
+    entropies = all_gather_objects(entropies)[0]
+    return allocate_ranks(entropies, budget, ent.r_min, ent.r_max), entropies
+
+
 def run(cfg: QLoRAConfig) -> dict[str, float]:
     """Train and evaluate; returns the final metrics (also reported to Ray Train when inside it)."""
     dev = device()
@@ -259,8 +299,13 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
     depths = stack_depths(mcfg, family)
     check_lora_against_model(cfg.lora, mcfg)
     targets = target_module_names(model, family, cfg.lora, depths)
+    input_dtype = next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype  # conv weights
+    ranks: dict[str, int] = {}
+    calibration: dict[str, float] = {}
+    if cfg.entropy.enabled:
+        ranks, calibration = allocate_entropy_ranks(cfg, task, model, targets, train, dev, input_dtype)
     if cfg.lora.enabled:
-        model = add_lora(model, targets, cfg.lora)
+        model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks))
     else:
         enable_full_finetuning(model)
     if cfg.gradient_checkpointing:
@@ -268,7 +313,6 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     counts = param_counts(model)
-    input_dtype = next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype  # conv weights
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     wrapped: torch.nn.Module = model
@@ -283,19 +327,28 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
         scaler = grad_scaler(cfg.optim, dev)
         batches = epoch_batches([len(u["audio"]) for u in train], cfg.optim.batch_size, cfg.seed, rank, size)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+        hooked = targets if cfg.entropy.lambda_ != 0 or cfg.entropy.log_every > 0 else []
+        collector = ActivationCollector(model, hooked, side=cfg.entropy.side).attach()
         wrapped.train()
         for step in range(1, steps + 1):
             loss_sum = 0.0
+            logged: dict[str, float] = {}
+            collector.active = cfg.entropy.collects(step)
             with timer.step(cfg.optim.batch_size * cfg.optim.grad_accum * size):
                 for micro in range(cfg.optim.grad_accum):
                     utts = [train[i] for i in next(batches)]
                     sync = micro == cfg.optim.grad_accum - 1 or size == 1
                     ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
                     with ctx, autocast(cfg.optim, dev):
-                        loss = task.loss(wrapped, utts, gen, dev, input_dtype) / cfg.optim.grad_accum
+                        loss = add_entropy_term(task.loss(wrapped, utts, gen, dev, input_dtype), collector.activations,
+                                                cfg.entropy.lambda_, cfg.entropy.order, cfg.entropy.max_tokens)
+                        loss = loss / cfg.optim.grad_accum
                     with ctx:
                         scaler.scale(loss).backward()
                     loss_sum += float(loss.detach())
+                    if cfg.entropy.logs(step) and micro == cfg.optim.grad_accum - 1:
+                        logged = entropy_metrics(collector.entropies(cfg.entropy.order, cfg.entropy.max_tokens))
+                    collector.clear()
                 scaler.unscale_(optimizer)
                 if cfg.optim.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
@@ -303,11 +356,12 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 schedule.step()
-            point = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0]}
+            point = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], **logged}
             history.append(point)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
                 v = evaluate(task, wrapped, val, cfg.eval_batch_size, dev, input_dtype)
                 report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
+        collector.detach()
 
     v = evaluate(task, wrapped, val, cfg.eval_batch_size, dev, input_dtype)
     final = evaluate(task, wrapped, test, cfg.eval_batch_size, dev, input_dtype)
@@ -328,6 +382,9 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
         "encoder_window_s": window_s, "lora_targets": float(len(targets) if cfg.lora.enabled else 0),
         **{k: float(x) for k, x in counts.items()},
     }
+    if ranks:
+        metrics["lora_rank_total"] = float(sum(ranks.values()))
+        metrics["calibration_entropy_mean"] = sum(calibration.values()) / len(calibration)
     out = None
     if rank == 0:
         out = artifact_dir()
@@ -335,6 +392,11 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "history.json").write_text(json.dumps(history))
         (out / "size_breakdown.json").write_text(json.dumps(size_parts, indent=2))
+        if ranks:
+            allocation = {n: {"entropy": calibration[n], "rank": ranks[n]} for n in targets}
+            (out / "rank_allocation.json").write_text(json.dumps(allocation, indent=2))
+            entropy_heatmap(ranks, out / "lora_ranks.png", title=f"LoRA ranks (total {sum(ranks.values())})")
+            entropy_heatmap(calibration, out / "calibration_entropy.png", title="activation entropy (nats), calibration")
         with open(out / "hypotheses.jsonl", "w") as fh:
             for row in final["rows"]:
                 fh.write(json.dumps(row) + "\n")

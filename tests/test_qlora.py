@@ -149,3 +149,16 @@ def test_qlora_nf4_lowers_wer_below_the_untuned_model() -> None:
     assert untuned["wer"] <= 0.35, untuned["wer"]
     assert tuned["wer"] < untuned["wer"], (tuned["wer"], untuned["wer"])
     assert tuned["compression_ratio"] > 1
+
+
+def test_adalora_prunes_to_the_uniform_budget(tiny_whisper_dir: Path) -> None:
+    """AdaLoRA starts above rank r and ends with the budget of uniform rank r."""
+    metrics = run(parse_config({
+        "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 2, "max_val_items": 2},
+        "precision": {"bits": 32}, "max_new_tokens": 2,
+        "lora": {"kind": "adalora", "r": 2, "modules": ["q", "v"]},
+        "optim": {"max_steps": 12, "warmup_steps": 1, "batch_size": 2},
+    }))
+    assert metrics["step"] == 12 and math.isfinite(metrics["wer"])
+    modules = 2 * (2 + 2 + 2)  # q and v in 2 encoder, 2 decoder self-attention and 2 cross-attention layers
+    assert metrics["lora_rank_total"] == 2 * modules  # pruned from init_r = 3 per module to the budget of r = 2

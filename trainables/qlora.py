@@ -147,6 +147,8 @@ class QLoRAConfig:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         check_precision_with_lora(self.precision, self.lora)
         require(self.lora.enabled or not self.entropy.enabled, "entropy.enabled", "rank allocation needs lora.enabled")
+        require(not (self.entropy.enabled and self.lora.kind == "adalora"), "entropy.enabled",
+                "entropy allocation and AdaLoRA both set the ranks; choose one")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
         model_config = assets.model_config_if_local(self.model)
@@ -305,7 +307,7 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
     if cfg.entropy.enabled:
         ranks, calibration = allocate_entropy_ranks(cfg, task, model, targets, train, dev, input_dtype)
     if cfg.lora.enabled:
-        model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks))
+        model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks), total_steps=cfg.optim.max_steps)
     else:
         enable_full_finetuning(model)
     if cfg.gradient_checkpointing:
@@ -354,6 +356,8 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
+                if cfg.lora.enabled and cfg.lora.kind == "adalora":  # prune ranks by importance, needs the gradients
+                    model.base_model.update_and_allocate(step)
                 optimizer.zero_grad(set_to_none=True)
                 schedule.step()
             point = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0], **logged}
@@ -382,6 +386,9 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
         "encoder_window_s": window_s, "lora_targets": float(len(targets) if cfg.lora.enabled else 0),
         **{k: float(x) for k, x in counts.items()},
     }
+    if cfg.lora.enabled and cfg.lora.kind == "adalora" and steps > 0:  # ranks AdaLoRA kept, from its own record
+        pattern = model.peft_config["default"].rank_pattern or {}
+        metrics["lora_rank_total"] = float(sum(sum(bool(x) for x in mask) for mask in pattern.values()))
     if ranks:
         metrics["lora_rank_total"] = float(sum(ranks.values()))
         metrics["calibration_entropy_mean"] = sum(calibration.values()) / len(calibration)

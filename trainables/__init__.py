@@ -12,6 +12,8 @@ from types import ModuleType
 
 METHODS: dict[str, str] = {
     "qlora": "trainables.qlora",
+    "dq_whisper": "trainables.dq_whisper",
+    "dqlora": "trainables.dqlora",
 }
 
 

@@ -1,0 +1,599 @@
+"""DQLoRA: noise-robust distillation of a QLoRA CTC student from a frozen Whisper teacher.
+
+The student hears NOISY audio (white, pink, babble or a folder of noise files, at a fixed SNR or at
+one drawn per utterance from a range; the same for the same seed); the teacher, a frozen Whisper
+encoder, hears the same utterance CLEAN. The loss is
+
+    CTC(student logits, transcript character ids) + λ · KD(P · h_student, h_teacher)
+
+where P is a trained linear projection from the student's width to the teacher's, and KD is the
+mean-squared error or the cosine distance over the frames both models produce. Both run at 50
+frames per second, so time alignment is a crop: the teacher's padded window is cut to the
+utterance's own frames when its states are cached, and an off-by-one between the two models'
+lengths (wav2vec2's convolution stack yields ⌊(n − 400) / 320⌋ + 1 frames, Whisper ⌈n / 320⌉) is
+settled by cropping both to the shorter. With λ = 0 the teacher is never loaded and the loss is
+plain CTC, bit for bit.
+
+Teacher states are computed once per data set (keyed by teacher, data source, split, item count and
+window) and kept on disk as one float16 array per utterance (trainables.cache.build_once); trials
+and epochs only read them.
+
+Which student:
+- gpu preset: facebook/wav2vec2-base-960h, a pretrained CTC model, held in 4-bit NF4 with LoRA on
+  its encoder (models.load_base_model + models.add_lora), taught by openai/whisper-small's encoder.
+- local preset: no pretrained wav2vec2 exists offline, so the student is the encoder of Whisper
+  tiny.en (converted offline; pretrained, so it already hears speech), window-shortened with
+  models.shrink_whisper_encoder, with LoRA on its layers and a freshly initialised, trained linear
+  CTC head over a small character vocabulary (blank, space, apostrophe, a-z). Its teacher is the
+  encoder of Whisper base (d_model 512 vs the student's 384: the projection maps between them).
+  A fresh CTC head needs a few hundred steps before it emits words, so short local runs show the
+  KD and CTC losses moving well before WER does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables import assets
+from trainables.batching import SAMPLE_RATE, WhisperFeatures, ctc_batch, epoch_batches
+from trainables.cache import build_once, cache_root, input_key
+from trainables.config import ConfigError, build, require, to_dict
+from trainables.data import load_speech
+from trainables.metrics import MB, deployed_size_bytes, param_counts, peak_host_mem_mb, peak_vram_mb
+from trainables.models import (
+    LoraConfig,
+    PrecisionConfig,
+    add_lora,
+    check_lora_against_model,
+    check_precision_with_lora,
+    enable_full_finetuning,
+    family_of,
+    load_base_model,
+    shrink_whisper_encoder,
+    stack_depths,
+    target_module_names,
+    window_positions,
+)
+from trainables.noise import NOISE_KINDS, add_noise
+from trainables.qlora import DataConfig, evaluate
+from trainables.training import (
+    OptimConfig,
+    Throughput,
+    artifact_dir,
+    autocast,
+    device,
+    grad_scaler,
+    make_optimizer,
+    reduce_max,
+    report,
+    seed_everything,
+    warmup_cosine,
+    world,
+)
+
+FRAMES_PER_S = 50
+"""Frame rate of both Whisper's encoder and wav2vec2's feature encoder (20 ms a frame)."""
+SAMPLES_PER_FRAME = SAMPLE_RATE // FRAMES_PER_S
+# The local student's character vocabulary: CTC blank first.
+CHARS: list[str] = ["<blank>", " ", "'"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+BLANK = 0
+
+
+@dataclass
+class NoiseConfig:
+    """Noise mixed into the student's audio (the teacher always hears the clean utterance)."""
+
+    kind: Literal["white", "pink", "babble", "folder"] = "white"
+    """white, pink, babble (other utterances of the split) or folder (random crops of noise_dir's files)."""
+    snr_db: float = 10.0
+    """Signal-to-noise ratio in dB, used when snr_range is null."""
+    snr_range: list[float] | None = None
+    """[low, high] in dB: each utterance draws its own SNR uniformly from it (seeded); null = snr_db for all."""
+    noise_dir: str | None = None
+    """Folder of .wav/.flac noise files (kind folder only)."""
+    eval_seed: int = 12345
+    """Seed of the evaluation sets' noise, the same for every trial so their hypotheses pair up."""
+
+    def check(self) -> None:
+        require(self.kind in NOISE_KINDS, "kind", f"{self.kind!r} is not one of {', '.join(NOISE_KINDS)}")
+        require(math.isfinite(self.snr_db) and -20 <= self.snr_db <= 60, "snr_db", f"must be in [-20, 60] dB, got {self.snr_db}")
+        if self.snr_range is not None:
+            require(len(self.snr_range) == 2, "snr_range", f"must be [low, high], got {self.snr_range}")
+            low, high = self.snr_range
+            require(-20 <= low <= high <= 60, "snr_range", f"must satisfy -20 <= low <= high <= 60 dB, got {self.snr_range}")
+        if self.kind == "folder":
+            require(self.noise_dir is not None, "noise_dir", "kind folder needs a folder of .wav or .flac files")
+            require(Path(str(self.noise_dir)).expanduser().is_dir(), "noise_dir", f"{self.noise_dir!r} is not a folder")
+
+    def snr_for(self, seed: int, index: int) -> float:
+        """The SNR of utterance `index` (drawn from snr_range with its own seeded generator)."""
+        if self.snr_range is None:
+            return self.snr_db
+        low, high = self.snr_range
+        return float(np.random.default_rng([seed, index, 1]).uniform(low, high))
+
+
+@dataclass
+class KDConfig:
+    """Distillation from the teacher's encoder states."""
+
+    lambda_: float = 0.3
+    """Weight λ of the KD term; 0 = plain CTC training (the teacher is not even loaded)."""
+    distance: Literal["mse", "cosine"] = "mse"
+    """mse (mean squared error per dimension) or cosine (1 - cosine similarity per frame)."""
+    teacher: str = "whisper-base"
+    """Whisper teacher: offline asset, local directory or hub id (gpu: openai/whisper-small)."""
+    teacher_window_s: float = 30.0
+    """Window the teacher's encoder sees; 30 = Whisper's own (its states are cropped to each utterance)."""
+
+    def check(self) -> None:
+        require(math.isfinite(self.lambda_) and self.lambda_ >= 0, "lambda_", f"must be >= 0, got {self.lambda_}")
+        require(0 < self.teacher_window_s <= 30, "teacher_window_s", f"must be in (0, 30], got {self.teacher_window_s}")
+        if self.lambda_ > 0:
+            assets.check_model_source(self.teacher, "teacher")
+
+
+@dataclass
+class DQLoRAConfig:
+    """One DQLoRA training run."""
+
+    student: str = "whisper-tiny.en"
+    """Student: a wav2vec2-style CTC model (gpu: facebook/wav2vec2-base-960h), or a Whisper model whose encoder gets a character CTC head."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and evaluation data."""
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    """Noise on the student's audio."""
+    kd: KDConfig = field(default_factory=KDConfig)
+    """Teacher, weight and distance of the distillation term."""
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    """Precision of the student's frozen base weights."""
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(stacks=["encoder"]))
+    """Adapters on the student's encoder."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser, schedule, batch and step budget."""
+    head_lr: float = 3e-3
+    """Learning rate of the parts trained from scratch: the CTC head of a Whisper-encoder student and the KD projection."""
+    encoder_window_s: float = 0.0
+    """Whisper-encoder student's window in seconds; 0 = the longest utterance, rounded up to 0.5 s."""
+    eval_batch_size: int = 16
+    """Utterances per decoding batch."""
+    save_adapter: bool = True
+    """Save the adapter, CTC head and projection as artifacts."""
+    seed: int = 0
+    """Seed of initialisation, data order and the training noise."""
+
+    def check(self) -> None:
+        require(self.head_lr > 0, "head_lr", f"must be positive, got {self.head_lr}")
+        require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
+        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        check_precision_with_lora(self.precision, self.lora)
+        assets.check_model_source(self.student, "student")
+        assets.check_data_source(self.data.source, "data.source")
+        model_config = assets.model_config_if_local(self.student)
+        if model_config is not None:
+            check_lora_against_model(self.lora, model_config)
+            require("encoder" in self.lora.stacks, "lora.stacks", "the student is a CTC encoder: adapt the encoder")
+
+
+def parse_config(config: dict[str, Any]) -> DQLoRAConfig:
+    return build(DQLoRAConfig, config)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point."""
+    run(parse_config(config))
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise, alignment, distances
+# ---------------------------------------------------------------------------------------------
+
+
+def noisy_utterances(utts: list[dict], cfg: NoiseConfig, seed: int) -> list[dict]:
+    """Copies of `utts` with noise at each one's SNR; babble comes from the other utterances of the list."""
+    audios = [u["audio"] for u in utts]
+    noise_dir = Path(cfg.noise_dir).expanduser() if cfg.noise_dir else None
+    out = []
+    for i, utt in enumerate(utts):
+        pool = audios[:i] + audios[i + 1:] if cfg.kind == "babble" else None
+        noisy = add_noise(utt["audio"], cfg.kind, cfg.snr_for(seed, i), [seed, i], babble_pool=pool, noise_dir=noise_dir)
+        out.append({**utt, "audio": noisy})
+    return out
+
+
+def whisper_frames(n_samples: int, window_s: float) -> int:
+    """Encoder frames of an utterance of `n_samples` inside a `window_s` window (⌈n / 320⌉, capped)."""
+    return min(math.ceil(n_samples / SAMPLES_PER_FRAME), window_positions(window_s))
+
+
+def aligned_lengths(student: torch.Tensor | list[int], teacher: torch.Tensor | list[int]) -> torch.Tensor:
+    """Frames both models cover, per utterance: the shorter of the two lengths."""
+    return torch.minimum(torch.as_tensor(student, dtype=torch.long), torch.as_tensor(teacher, dtype=torch.long))
+
+
+def pad_states(states: list[np.ndarray | torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(batch, longest, dim) zero-padded stack of per-utterance (frames, dim) arrays."""
+    width = max(s.shape[0] for s in states)
+    out = torch.zeros(len(states), width, states[0].shape[1], dtype=dtype)
+    for i, s in enumerate(states):
+        out[i, : s.shape[0]] = torch.as_tensor(np.array(s, dtype=np.float32)).to(dtype)
+    return out
+
+
+def kd_distance(student: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor, distance: str) -> torch.Tensor:
+    """Mean distance over the first `lengths[i]` frames of each utterance (projected student vs teacher).
+
+    Both are (batch, frames, dim) with the same dim; either may have more frames than the other:
+    only the frames below each utterance's aligned length count.
+    """
+    n = int(lengths.max())
+    s, t = student[:, :n].float(), teacher[:, :n].to(student.device).float()
+    mask = (torch.arange(n, device=s.device)[None, :] < lengths.to(s.device)[:, None]).float()
+    if distance == "mse":
+        per_frame = (s - t).pow(2).mean(-1)
+    else:
+        per_frame = 1 - F.cosine_similarity(s, t, dim=-1, eps=1e-6)
+    return (per_frame * mask).sum() / mask.sum().clamp(min=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The teacher: encoder states cached once per data set
+# ---------------------------------------------------------------------------------------------
+
+
+def load_whisper_encoder(source: str, window_s: float, dev: torch.device) -> tuple[torch.nn.Module, Any]:
+    """A frozen fp32 Whisper encoder with its feature extractor, window shortened when window_s < 30."""
+    from transformers import WhisperFeatureExtractor
+
+    model = load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
+    shrink_whisper_encoder(model, window_positions(window_s))
+    encoder = model.get_encoder().eval()
+    return encoder, WhisperFeatureExtractor.from_pretrained(source)
+
+
+def _encode_teacher(source: str, window_s: float, utts: list[dict], out: Path, dev: torch.device,
+                    batch_size: int = 8) -> None:
+    """Write utterance i's cropped encoder states to out/{i}.npy (float16) and an index of ids and frames."""
+    from tqdm import tqdm
+
+    encoder, fe = load_whisper_encoder(source, window_s, dev)
+    feats = WhisperFeatures(fe, window_s)
+    index = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(utts), batch_size), desc="teacher states", disable=None):
+            batch = utts[start : start + batch_size]
+            x, _ = feats.batch(batch)
+            states = encoder(input_features=x.to(dev)).last_hidden_state
+            for j, utt in enumerate(batch):
+                frames = whisper_frames(len(utt["audio"]), window_s)
+                np.save(out / f"{start + j}.npy", states[j, :frames].cpu().numpy().astype(np.float16))
+                index.append({"id": utt["id"], "frames": frames})
+    (out / "index.json").write_text(json.dumps(index))
+
+
+def teacher_states(teacher: str, source: str, utts: list[dict], *, split: str, max_items: int | None,
+                   window_s: float, dev: torch.device, hub_config: str | None = None) -> dict[str, np.ndarray]:
+    """Utterance id -> the teacher's (frames, d_model) float16 encoder states, built once on disk."""
+    inputs = {"teacher": teacher, "data": source, "hub_config": hub_config, "split": split, "max_items": max_items,
+              "window_s": window_s, "n": len(utts)}
+    target = cache_root() / "teacher-states" / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', teacher)[-40:]}-{input_key(inputs)}"
+    resolved = assets.resolve_model(teacher)
+    build_once(target, lambda tmp: _encode_teacher(resolved, window_s, utts, tmp, dev), inputs)
+    index = json.loads((target / "index.json").read_text())
+    return {row["id"]: np.load(target / f"{i}.npy", mmap_mode="r") for i, row in enumerate(index)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Students
+# ---------------------------------------------------------------------------------------------
+
+
+def text_to_ids(text: str) -> list[int]:
+    """Character ids of a transcript: lower-cased; characters outside the vocabulary become spaces."""
+    lookup = {c: i for i, c in enumerate(CHARS)}
+    cleaned = " ".join("".join(c if c in lookup else " " for c in text.lower()).split())
+    return [lookup[c] for c in cleaned]
+
+
+def greedy_ctc(ids: list[int]) -> str:
+    """Collapse repeats, drop blanks, map ids to characters."""
+    out, previous = [], None
+    for i in ids:
+        if i != previous and i != BLANK:
+            out.append(CHARS[i])
+        previous = i
+    return " ".join("".join(out).split())
+
+
+class _EncoderHolder(torch.nn.Module):
+    """Keeps Whisper's module path `model.encoder.layers.N...`, so LoRA placement names stay the same."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+
+class WhisperCTC(torch.nn.Module):
+    """A Whisper encoder with a linear character-CTC head (trained from scratch)."""
+
+    def __init__(self, encoder: torch.nn.Module, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.model = _EncoderHolder(encoder)
+        self.head = torch.nn.Linear(config.d_model, len(CHARS))
+
+    def forward(self, input_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, last hidden states), both (batch, frames, ·)."""
+        hidden = self.model.encoder(input_features=input_features).last_hidden_state
+        return self.head(hidden), hidden
+
+
+@dataclass
+class StepOut:
+    """What one batch gives the loss: the CTC loss, the student's states and its valid frames."""
+
+    ctc: torch.Tensor
+    hidden: torch.Tensor | None
+    lengths: torch.Tensor | None
+
+
+class WhisperCTCStudent:
+    """Batching, CTC loss and greedy decoding of a WhisperCTC student."""
+
+    def __init__(self, source: str, window_s: float) -> None:
+        from transformers import WhisperFeatureExtractor
+
+        self.features = WhisperFeatures(WhisperFeatureExtractor.from_pretrained(source), window_s)
+        self.window_s = window_s
+
+    def forward(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,
+                want_hidden: bool) -> StepOut:
+        feats, _ = self.features.batch(utts)
+        logits, hidden = model(input_features=feats.to(dev, dtype))
+        lengths = torch.tensor([whisper_frames(len(u["audio"]), self.window_s) for u in utts])
+        targets = [torch.tensor(text_to_ids(u["text"]), dtype=torch.long) for u in utts]
+        log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+        ctc = F.ctc_loss(log_probs, torch.cat(targets).to(dev), lengths, torch.tensor([len(t) for t in targets]),
+                         blank=BLANK, reduction="mean", zero_infinity=True)
+        return StepOut(ctc, hidden if want_hidden else None, lengths)
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        feats, _ = self.features.batch(utts)
+        ids = model(input_features=feats.to(dev, dtype))[0].argmax(-1).cpu()
+        return [greedy_ctc(ids[i, : whisper_frames(len(u["audio"]), self.window_s)].tolist()) for i, u in enumerate(utts)]
+
+
+class Wav2Vec2Student:
+    """Batching, CTC loss (the model's own) and greedy decoding of a wav2vec2-style CTC student."""
+
+    def __init__(self, source: str) -> None:
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(source)
+
+    def forward(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,
+                want_hidden: bool) -> StepOut:
+        batch = ctc_batch(self.processor, utts)
+        mask = batch["attention_mask"].to(dev)
+        out = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=mask,
+                    labels=batch["labels"].to(dev), output_hidden_states=want_hidden)
+        if not want_hidden:
+            return StepOut(out.loss, None, None)
+        inner = _base(model)
+        lengths = inner._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).long()
+        return StepOut(out.loss, out.hidden_states[-1], lengths)
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        batch = ctc_batch(self.processor, utts)
+        logits = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev)).logits
+        return [t.strip() for t in self.processor.batch_decode(logits.argmax(-1))]
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under DDP and peft wrappers."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+
+
+def student_width(model: torch.nn.Module) -> int:
+    cfg = _base(model).config
+    return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+
+
+def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: float) -> tuple[torch.nn.Module, Any, list[str]]:
+    """(model with adapters, batching/decoding task, adapted module names)."""
+    mcfg = assets.load_model_config(source)
+    family = family_of(mcfg)
+    depths = stack_depths(mcfg, family)
+    check_lora_against_model(cfg.lora, mcfg)
+    lora = LoraConfig(**{**to_dict(cfg.lora), "stacks": ["encoder"]})
+    base = load_base_model(source, family, cfg.precision, dev)
+    if family == "whisper":
+        shrink_whisper_encoder(base, window_positions(window_s))
+        model: torch.nn.Module = WhisperCTC(base.get_encoder(), base.config).to(dev)
+        model.head.requires_grad_(True)
+        task: Any = WhisperCTCStudent(source, window_s)
+        del base
+        heads = [model.head]
+    else:
+        base.config.mask_time_prob = 0.0  # the noise is the augmentation; keeps λ = 0 deterministic
+        stride = math.prod(base.config.conv_stride)
+        require(cfg.kd.lambda_ == 0 or stride == SAMPLES_PER_FRAME, "student",
+                f"frames every {stride} samples; KD aligns frames 1:1 with Whisper's, which needs {SAMPLES_PER_FRAME} (50/s)")
+        model, task, heads = base, Wav2Vec2Student(source), []
+    targets = target_module_names(model, family, lora, {"encoder": depths["encoder"]})
+    if cfg.lora.enabled:
+        model = add_lora(model, targets, lora)
+    else:
+        enable_full_finetuning(model)
+    for head in heads:
+        head.requires_grad_(True)
+    return model, task, targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and training
+# ---------------------------------------------------------------------------------------------
+
+
+def batch_loss(task: Any, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,
+               lambda_: float, projection: torch.nn.Module | None = None,
+               teacher: dict[str, np.ndarray] | None = None, distance: str = "mse") -> tuple[torch.Tensor, dict[str, float]]:
+    """CTC + λ·KD on one batch of noisy utterances; with λ = 0 exactly the CTC loss (teacher untouched)."""
+    out = task.forward(model, utts, dev, dtype, want_hidden=lambda_ != 0)
+    if lambda_ == 0:
+        return out.ctc, {"ctc_loss": float(out.ctc.detach())}
+    assert projection is not None and teacher is not None and out.hidden is not None and out.lengths is not None
+    states = [teacher[u["id"]] for u in utts]
+    lengths = aligned_lengths(out.lengths, [s.shape[0] for s in states])
+    kd = kd_distance(projection(out.hidden.float()), pad_states(states).to(dev), lengths, distance)
+    return out.ctc + lambda_ * kd, {"ctc_loss": float(out.ctc.detach()), "kd_loss": float(kd.detach())}
+
+
+def run(cfg: DQLoRAConfig) -> dict[str, float]:
+    """Train and evaluate; returns the final metrics (also reported to Ray Train when inside it)."""
+    dev = device()
+    rank, size = world()
+    seed_everything(cfg.seed)
+    d = cfg.data
+    train = load_speech(d.source, d.train_split, max_items=d.max_train_items, hub_config=d.hub_config)
+    val = load_speech(d.source, d.val_split, max_items=d.max_val_items, hub_config=d.hub_config)
+    test = load_speech(d.source, d.eval_split, max_items=d.max_eval_items, hub_config=d.hub_config)
+    noisy_train = noisy_utterances(train, cfg.noise, cfg.seed)
+    noisy_val = noisy_utterances(val, cfg.noise, cfg.noise.eval_seed + 1)
+    noisy_test = noisy_utterances(test, cfg.noise, cfg.noise.eval_seed)
+
+    source = assets.resolve_model(cfg.student)
+    window_s = cfg.encoder_window_s or math.ceil(2 * max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE) / 2
+    model, task, targets = build_student(cfg, source, dev, window_s)
+    if not isinstance(task, WhisperCTCStudent):
+        window_s = 0.0
+    input_dtype = next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype  # conv weights
+    counts = param_counts(model)
+
+    teacher: dict[str, np.ndarray] | None = None
+    projection: torch.nn.Module | None = None
+    lam = cfg.kd.lambda_
+    if lam != 0 and cfg.optim.max_steps > 0:
+        teacher = teacher_states(cfg.kd.teacher, d.source, train, split=d.train_split, max_items=d.max_train_items,
+                                 window_s=cfg.kd.teacher_window_s, dev=dev, hub_config=d.hub_config)
+        d_teacher = next(iter(teacher.values())).shape[1]
+        projection = torch.nn.Linear(student_width(model), d_teacher).to(dev)
+
+    wrapped: torch.nn.Module = model
+    if size > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    history: list[dict[str, float]] = []
+    timer = Throughput()
+    steps = cfg.optim.max_steps
+    if steps > 0:
+        fresh = [p for n, p in model.named_parameters() if p.requires_grad and ".head." in f".{n}"]
+        adapters = [p for n, p in model.named_parameters() if p.requires_grad and ".head." not in f".{n}"]
+        fresh += list(projection.parameters()) if projection is not None else []
+        optimizer = make_optimizer(cfg.optim, adapters + fresh, dev)
+        if fresh:  # the head and projection start from scratch: their own (higher) learning rate
+            optimizer.param_groups[0]["params"] = adapters
+            optimizer.add_param_group({"params": fresh, "lr": cfg.head_lr})
+        schedule = warmup_cosine(optimizer, cfg.optim.warmup_steps, steps)
+        scaler = grad_scaler(cfg.optim, dev)
+        batches = epoch_batches([len(u["audio"]) for u in noisy_train], cfg.optim.batch_size, cfg.seed, rank, size)
+        trainable = adapters + fresh
+        wrapped.train()
+        for step in range(1, steps + 1):
+            sums: dict[str, float] = {"loss": 0.0}
+            with timer.step(cfg.optim.batch_size * cfg.optim.grad_accum * size):
+                for micro in range(cfg.optim.grad_accum):
+                    utts = [noisy_train[i] for i in next(batches)]
+                    sync = micro == cfg.optim.grad_accum - 1 or size == 1
+                    ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
+                    with ctx, autocast(cfg.optim, dev):
+                        loss, parts = batch_loss(task, wrapped, utts, dev, input_dtype, lam, projection, teacher,
+                                                 cfg.kd.distance)
+                        loss = loss / cfg.optim.grad_accum
+                    with ctx:
+                        scaler.scale(loss).backward()
+                    sums["loss"] += float(loss.detach())
+                    for k, v in parts.items():
+                        sums[k] = sums.get(k, 0.0) + v / cfg.optim.grad_accum
+                scaler.unscale_(optimizer)
+                if cfg.optim.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+            history.append({"step": step, **sums, "lr": schedule.get_last_lr()[0]})
+
+    v = evaluate(task, wrapped, noisy_val, cfg.eval_batch_size, dev, input_dtype)
+    final = evaluate(task, wrapped, noisy_test, cfg.eval_batch_size, dev, input_dtype)
+    clean = evaluate(task, wrapped, test, cfg.eval_batch_size, dev, input_dtype)
+    stored_itemsize = assets.stored_itemsize(assets.model_files_dir(source))
+    size_parts = deployed_size_bytes(model, stored_itemsize)
+    # The student before adaptation, at its checkpoint's precision (for a Whisper student: its encoder + head).
+    lora_numel = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    original = (counts["total_params"] - lora_numel) * stored_itemsize
+    last = history[-1] if history else {}
+    metrics: dict[str, float] = {
+        "step": steps,
+        "loss": last.get("loss", float("nan")),
+        "ctc_loss": last.get("ctc_loss", float("nan")),
+        "kd_loss": last.get("kd_loss", 0.0 if lam == 0 else float("nan")),
+        "wer": final["wer"], "cer": final["cer"], "wer_noisy": final["wer"], "cer_noisy": final["cer"],
+        "wer_clean": clean["wer"], "cer_clean": clean["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
+        "train_samples_per_s": timer.rate if steps > 0 else 0.0,
+        "peak_vram_mb": reduce_max(peak_vram_mb()),
+        "peak_host_mem_mb": reduce_max(peak_host_mem_mb()),
+        "model_size_mb": size_parts["total"] / MB,
+        "compression_ratio": original / size_parts["total"],
+        "latency_ms_per_utt": final["latency_ms_per_utt"], "rtf": final["rtf"],
+        "encoder_window_s": window_s, "lora_targets": float(len(targets) if cfg.lora.enabled else 0),
+        **{k: float(x) for k, x in counts.items()},
+    }
+    out = None
+    if rank == 0:
+        out = artifact_dir()
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "history.json").write_text(json.dumps(history))
+        (out / "size_breakdown.json").write_text(json.dumps(size_parts, indent=2))
+        for name, rows in (("hypotheses.jsonl", final["rows"]), ("hypotheses_clean.jsonl", clean["rows"])):
+            with open(out / name, "w") as fh:
+                for row in rows:
+                    fh.write(json.dumps(row) + "\n")
+        if cfg.save_adapter and steps > 0:
+            base = model
+            if cfg.lora.enabled:
+                base.save_pretrained(out / "adapter")
+            extra = {n: p.detach().cpu() for n, p in model.named_parameters() if ".head." in f".{n}"}
+            if projection is not None:
+                extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in projection.state_dict().items()})
+            if extra:
+                torch.save(extra, out / "head_and_projection.pt")
+    report(metrics, out)
+    return metrics
+
+
+CONFIG = DQLoRAConfig
+
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The student as released, evaluated on the same noisy test set: full precision, no adapter, no training."""
+    from trainables.config import merge
+
+    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "kd": {"lambda_": 0.0},
+                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
+
+
+__all__ = ["CONFIG", "ConfigError", "DQLoRAConfig", "parse_config", "run", "train_loop_per_worker", "baseline_config"]

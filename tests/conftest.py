@@ -30,14 +30,17 @@ def tiny_en_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory, tiny_en_dir: Path) -> Path:
-    """A randomly initialised 2+2-layer Whisper (d_model 32) with tiny.en's tokenizer and features."""
+    """A randomly initialised 2+2-layer Whisper (d_model 64) with tiny.en's tokenizer and features.
+
+    64 wide, not less: bitsandbytes' CPU 4-bit kernels work in blocks of 64 input features.
+    """
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     out = tmp_path_factory.mktemp("tiny-whisper")
     base = json.loads((tiny_en_dir / "config.json").read_text())
-    small = {**base, "d_model": 32, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
-             "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+    small = {**base, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128}
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(WhisperConfig(**{k: v for k, v in small.items() if k != "architectures"}))
     model.half().save_pretrained(out)

@@ -115,7 +115,7 @@ def test_teacher_cache_is_built_once(tiny_whisper_dir: Path, smoke: list[dict], 
     assert set(first) == {u["id"] for u in smoke}
     for u in smoke:
         states = second[u["id"]]
-        assert states.dtype == np.float16 and states.shape == (whisper_frames(len(u["audio"]), 30.0), 32)
+        assert states.dtype == np.float16 and states.shape == (whisper_frames(len(u["audio"]), 30.0), 64)  # the tiny teacher is 64 wide
         assert np.array_equal(states, first[u["id"]])
     teacher_states(str(tiny_whisper_dir), "espeak-smoke", smoke, **{**kw, "window_s": 10.0})
     assert len(calls) == 2  # another window is another key
@@ -128,7 +128,7 @@ def test_kd_loss_falls_in_training(tiny_whisper_dir: Path, smoke: list[dict], tm
     teacher = teacher_states(str(tiny_whisper_dir), "espeak-smoke", smoke, split="train", max_items=12,
                              window_s=30.0, dev=CPU)
     noisy = noisy_utterances(smoke, cfg.noise, seed=0)
-    projection = torch.nn.Linear(32, 32)
+    projection = torch.nn.Linear(64, 64)
     params = [p for p in model.parameters() if p.requires_grad] + list(projection.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     kd = []
@@ -200,6 +200,6 @@ def test_wav2vec2_student_distils_with_aligned_lengths(tiny_wav2vec2_dir: Path, 
     out = task.forward(model, smoke[:4], CPU, torch.float32, want_hidden=True)
     assert out.lengths.tolist() == [(((len(u["audio"]) - 10) // 5 + 1 - 4) // 8 + 1 - 4) // 8 + 1 for u in smoke[:4]]
     assert (torch.tensor([teacher[u["id"]].shape[0] for u in smoke[:4]]) - out.lengths).abs().max() <= 1
-    loss, parts = batch_loss(task, model, smoke[:4], CPU, torch.float32, 1.0, torch.nn.Linear(32, 32), teacher, "cosine")
+    loss, parts = batch_loss(task, model, smoke[:4], CPU, torch.float32, 1.0, torch.nn.Linear(32, 64), teacher, "cosine")
     assert math.isfinite(parts["kd_loss"]) and parts["kd_loss"] > 0
     assert loss.item() == pytest.approx(parts["ctc_loss"] + parts["kd_loss"], rel=1e-5)

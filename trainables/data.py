@@ -25,6 +25,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from trainables.config import require
 from trainables.corpus import CORPORA, ensure_corpus
 from trainables.noise import add_noise
 
@@ -392,3 +393,30 @@ def noisy_copy(
         noisy = add_noise(utt["audio"], kind, snr_db, [seed, i], babble_pool=pool, noise_dir=noise_dir)
         out.append({**utt, "audio": noisy})
     return out
+
+
+@dataclass
+class DataConfig:
+    """Which speech to train and evaluate on."""
+
+    source: str = "espeak-general"
+    """Offline corpus name, local folder of audio + transcripts, or hub data set (gpu preset)."""
+    hub_config: str | None = None
+    """Hub data set configuration, e.g. en_us for google/fleurs."""
+    train_split: str = "train"
+    """Split to train on."""
+    val_split: str = "validation"
+    """Split for evaluations during training."""
+    eval_split: str = "test"
+    """Split for the final evaluation (wer, cer, latency)."""
+    max_train_items: int | None = None
+    """Use at most this many training utterances (None = all)."""
+    max_val_items: int | None = 48
+    """Utterances per evaluation during training."""
+    max_eval_items: int | None = 200
+    """Utterances in the final evaluation."""
+
+    def check(self) -> None:
+        for name in ("max_train_items", "max_val_items", "max_eval_items"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")

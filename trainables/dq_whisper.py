@@ -48,10 +48,10 @@ from trainables import assets
 from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
 from trainables.cache import build_once, cache_root, input_key
 from trainables.config import ConfigError, build, merge, require, to_dict
-from trainables.data import load_speech
+from trainables.data import DataConfig, load_speech
+from trainables.evaluation import evaluate
 from trainables.metrics import MB, param_counts, peak_host_mem_mb, peak_vram_mb
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
-from trainables.qlora import DataConfig, evaluate
 from trainables.training import (
     OptimConfig,
     Throughput,

@@ -48,7 +48,8 @@ from trainables import assets
 from trainables.batching import SAMPLE_RATE, WhisperFeatures, ctc_batch, epoch_batches
 from trainables.cache import build_once, cache_root, input_key
 from trainables.config import ConfigError, build, require, to_dict
-from trainables.data import load_speech
+from trainables.data import DataConfig, load_speech
+from trainables.evaluation import evaluate
 from trainables.metrics import MB, deployed_size_bytes, param_counts, peak_host_mem_mb, peak_vram_mb
 from trainables.models import (
     LoraConfig,
@@ -65,7 +66,6 @@ from trainables.models import (
     window_positions,
 )
 from trainables.noise import NOISE_KINDS, add_noise
-from trainables.qlora import DataConfig, evaluate
 from trainables.training import (
     OptimConfig,
     Throughput,

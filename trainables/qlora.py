@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,7 @@ from trainables.batching import (
     whisper_labels,
 )
 from trainables.config import ConfigError, build, require, to_dict
-from trainables.data import load_speech
+from trainables.data import DataConfig, load_speech
 from trainables.entropy import (
     ActivationCollector,
     EntropyConfig,
@@ -40,15 +39,8 @@ from trainables.entropy import (
     lora_rank_pattern,
     measure_entropy,
 )
-from trainables.metrics import (
-    MB,
-    deployed_size_bytes,
-    error_rates,
-    param_counts,
-    peak_host_mem_mb,
-    peak_vram_mb,
-    utterance_errors,
-)
+from trainables.evaluation import evaluate, unwrap
+from trainables.metrics import MB, deployed_size_bytes, param_counts, peak_host_mem_mb, peak_vram_mb
 from trainables.models import (
     LoraConfig,
     PrecisionConfig,
@@ -78,33 +70,6 @@ from trainables.training import (
     warmup_cosine,
     world,
 )
-
-
-@dataclass
-class DataConfig:
-    """Which speech to train and evaluate on."""
-
-    source: str = "espeak-general"
-    """Offline corpus name, local folder of audio + transcripts, or hub data set (gpu preset)."""
-    hub_config: str | None = None
-    """Hub data set configuration, e.g. en_us for google/fleurs."""
-    train_split: str = "train"
-    """Split to train on."""
-    val_split: str = "validation"
-    """Split for evaluations during training."""
-    eval_split: str = "test"
-    """Split for the final evaluation (wer, cer, latency)."""
-    max_train_items: int | None = None
-    """Use at most this many training utterances (None = all)."""
-    max_val_items: int | None = 48
-    """Utterances per evaluation during training."""
-    max_eval_items: int | None = 200
-    """Utterances in the final evaluation."""
-
-    def check(self) -> None:
-        for name in ("max_train_items", "max_val_items", "max_eval_items"):
-            value = getattr(self, name)
-            require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")
 
 
 @dataclass
@@ -213,37 +178,6 @@ class _CTC:
 def model_config(model: torch.nn.Module) -> Any:
     inner = model.module if hasattr(model, "module") else model
     return inner.config
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
-def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,
-             dtype: torch.dtype) -> dict[str, Any]:
-    """Decode this worker's share of `utts`, gather all workers' results, and score them."""
-    rank, size = world()
-    mine = utts[rank::size]
-    inner = _unwrap(model)
-    was_training = inner.training
-    inner.eval()
-    rows, seconds, audio_s = [], 0.0, 0.0
-    for batch_idx in length_buckets([len(u["audio"]) for u in mine], batch_size, shuffle=False, seed=0):
-        batch = [mine[i] for i in batch_idx]
-        t0 = time.perf_counter()
-        hyps = task.transcribe(inner, batch, dev, dtype)
-        seconds += time.perf_counter() - t0
-        audio_s += sum(len(u["audio"]) for u in batch) / 16000
-        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h} for u, h in zip(batch, hyps, strict=True)]
-    inner.train(was_training)
-    gathered = all_gather_objects((rows, seconds, audio_s))
-    rows = sorted((r for g in gathered for r in g[0]), key=lambda r: r["id"])
-    total_s, total_audio = sum(g[1] for g in gathered), sum(g[2] for g in gathered)
-    for r in rows:
-        r["errors"], r["ref_words"] = utterance_errors(r["reference"], r["hypothesis"])
-    rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
-    return {**rates, "rows": rows, "latency_ms_per_utt": 1000 * total_s / max(1, len(rows)),
-            "rtf": total_s / max(total_audio, 1e-9)}
 
 
 def allocate_entropy_ranks(cfg: QLoRAConfig, task: Any, model: torch.nn.Module, targets: list[str], train: list[dict],
@@ -408,7 +342,7 @@ def run(cfg: QLoRAConfig) -> dict[str, float]:
             for row in final["rows"]:
                 fh.write(json.dumps(row) + "\n")
         if cfg.save_adapter and steps > 0:
-            _unwrap(wrapped).save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
+            unwrap(wrapped).save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
     report(metrics, out)
     return metrics
 

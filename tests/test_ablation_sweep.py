@@ -1,0 +1,53 @@
+"""qlora_bits, the real search-space file with its local preset, every level with 2 seeds.
+
+The model is swapped for a tiny random Whisper and the budget cut with --set, so the whole ablation
+(12 trials through Ray Tune, Optuna's grid sampler and Ray Train) runs in a few minutes; the report's
+statistics are then read back from MLflow.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+
+def test_qlora_bits_runs_every_level_with_two_seeds(tmp_path: Path, tiny_whisper_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "platform.sweep", "qlora_bits", "--preset", "local",
+           "--set", f"model={tiny_whisper_dir}", "--set", "data.source=espeak-smoke",
+           "--set", "data.max_eval_items=8", "--set", "data.max_val_items=2", "--set", "max_new_tokens=4",
+           "--set", "optim.max_steps=2", "--set", "optim.warmup_steps=1", "--set", "optim.batch_size=2",
+           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("qlora_bits")
+    runs = c.search_runs([exp.experiment_id], max_results=100)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    seeds = collections.defaultdict(set)
+    for r in children:
+        assert r.info.status == "FINISHED", (r.info.run_name, r.data.tags.get("error"))
+        searched = json.loads(r.data.tags["searched"])
+        seeds[searched["base"]].add(searched["seed"])
+    assert seeds == {level: {0, 1} for level in ("nf4", "nf4_dq", "fp4", "int8", "lora16", "full")}
+    # The full fine-tuning level really trains every weight; the 4-bit ones are smaller than 16-bit.
+    by = {(json.loads(r.data.tags["searched"])["base"], json.loads(r.data.tags["searched"])["seed"]): r.data.metrics
+          for r in children}
+    assert by[("full", 0)]["trainable_param_ratio"] == 1.0
+    assert by[("nf4", 0)]["model_size_mb"] < by[("lora16", 0)]["model_size_mb"]
+    # The report gives NF4 against 16-bit LoRA: ΔWER with its CI and a p-value.
+    report_path = c.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))
+    report = Path(report_path).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| nf4 |") and "[" in line and "%" in line)
+    cells = [x.strip() for x in row.strip("|").split("|")]
+    assert "[" in cells[3] and "," in cells[3]  # ΔWER [low, high]
+    assert 0.0 <= float(cells[5]) <= 1.0  # p-value
+    assert (tmp_path / "results" / "qlora_bits").glob("*/ablation_base.png")

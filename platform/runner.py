@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,20 @@ def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, floa
     return tracking.numeric_metrics(result.metrics)
 
 
+def report_tags(sweep: ResolvedSweep) -> dict[str, str]:
+    """What `platform.report` needs to rebuild the report from MLflow alone, as parent-run tags."""
+    seed_key = sweep.ablation.seed_key if sweep.ablation else None
+    space = {k: {f: v for f, v in vars(p).items() if f != "named"} for k, p in sweep.space.items()}
+    return {
+        "description": sweep.description,
+        "searched_keys": json.dumps([k for k in sweep.space if k != seed_key]),
+        "space": json.dumps(space),
+        "objectives": json.dumps(list(sweep.objectives)),
+        "searcher_type": sweep.searcher.type,
+        "ablation": json.dumps(vars(sweep.ablation) if sweep.ablation else None),
+    }
+
+
 def latest_run_dir(state_root: Path) -> Path | None:
     runs = sorted(p for p in state_root.glob("*/" + STATE_FILE)) if state_root.exists() else []
     return runs[-1].parent if runs else None
@@ -127,11 +142,12 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     if resume:
         run_dir = latest_run_dir(state_root)
         if run_dir is None:
-            print(f"error: --resume: no earlier run of {sweep.name} under {state_root}", flush=True)
+            print(f"error: --resume: no earlier run of {sweep.name} under {state_root}", file=sys.stderr)
             return 2
         state = json.loads((run_dir / STATE_FILE).read_text())
         if state.get("preset") != sweep.preset:
-            print(f"error: --resume: the run in {run_dir} used preset {state.get('preset')!r}, not {sweep.preset!r}")
+            print(f"error: --resume: the run in {run_dir} used preset {state.get('preset')!r}, not {sweep.preset!r}",
+                  file=sys.stderr)
             return 2
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -146,11 +162,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     tags = {"sweep": sweep.name, "method": sweep.method, "preset": sweep.preset, "device": device, "stamp": stamp}
     if "parent_run_id" not in state:
         state["parent_run_id"] = tracking.start_parent(
-            uri, sweep.name, {**tags, "preset_reason": why, "description": sweep.description,
-                    "searched_keys": json.dumps([k for k in sweep.space if not sweep.ablation or k != sweep.ablation.seed_key]),
-                    "space": json.dumps({k: {f: v for f, v in vars(p).items() if f != "named"} for k, p in sweep.space.items()}),
-                    "objectives": json.dumps(list(sweep.objectives)), "searcher_type": sweep.searcher.type,
-                    "ablation": json.dumps(vars(sweep.ablation) if sweep.ablation else None)},
+            uri, sweep.name, {**tags, **report_tags(sweep), "preset_reason": why},
             {"config": sweep.config, "space": {k: vars(p) for k, p in sweep.space.items()},
              "searcher": vars(sweep.searcher), "scheduler": vars(sweep.scheduler), "num_samples": sweep.num_samples},
         )
@@ -175,8 +187,8 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     # The trial function only waits on its TorchTrainer, which reserves the workers' resources itself.
     # Reserving a CPU for the function too would leave a 2-core laptop unable to place the worker, and
     # Ray refuses an empty request, so the function asks for a little memory and no CPU.
-    trainable = tune.with_resources(make_trial(sweep.method, sweep.config, sweep.space, trainer_resources(sweep), train_storage),
-                                    {"CPU": 0, "memory": 64 * 1024 * 1024})
+    trial = make_trial(sweep.method, sweep.config, sweep.space, trainer_resources(sweep), train_storage)
+    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 64 * 1024 * 1024})
     callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space)
     exp_dir = f"{experiment_path}/{stamp}"
     if resume and tune.Tuner.can_restore(exp_dir):

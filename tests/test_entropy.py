@@ -396,3 +396,14 @@ def test_qlora_with_lambda_zero_trains_exactly_as_without_the_module(tiny_whispe
     assert logged["loss"] == plain["loss"]  # hooks and logging leave the training bitwise unchanged
     with pytest.raises(ConfigError, match=r"^entropy.budget: budget 3 is below"):
         qlora.run(qlora.parse_config({**RUN, "model": str(tiny_whisper_dir), "entropy": {"enabled": True, "budget": 3}}))
+
+
+def test_rank_one_spectrum_has_zero_not_negative_entropy() -> None:
+    """A rank-1 Gram matrix has entropy 0; rounding must not make it negative (the allocator rejects that)."""
+    from trainables.entropy import gram_entropy
+
+    torch.manual_seed(0)
+    for _ in range(50):
+        v = torch.randn(64, dtype=torch.float32) * 10 ** torch.empty(1).uniform_(-3, 3)
+        h = float(gram_entropy(torch.outer(v, v)))
+        assert h >= 0.0 and h < 1e-5

@@ -162,3 +162,13 @@ def test_adalora_prunes_to_the_uniform_budget(tiny_whisper_dir: Path) -> None:
     assert metrics["step"] == 12 and math.isfinite(metrics["wer"])
     modules = 2 * (2 + 2 + 2)  # q and v in 2 encoder, 2 decoder self-attention and 2 cross-attention layers
     assert metrics["lora_rank_total"] == 2 * modules  # pruned from init_r = 3 per module to the budget of r = 2
+
+
+def test_nf4_trains_after_a_mid_training_evaluation(tiny_whisper_dir: Path) -> None:
+    """Evaluating (eval mode, no grad) then training again must work on 4-bit layers on the CPU."""
+    metrics = run(parse_config({
+        "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 2, "max_val_items": 2},
+        "precision": {"bits": 4}, "max_new_tokens": 2, "eval_every": 1,
+        "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 2},
+    }))
+    assert metrics["step"] == 3 and math.isfinite(metrics["loss"])

@@ -140,6 +140,8 @@ def gram_entropy(gram: torch.Tensor, order: int = 2) -> torch.Tensor:
     p = gram / scale.clamp_min(torch.finfo(gram.dtype).tiny)  # trace 1: its eigenvalues are the p_i
     if order == 2:
         purity = (p * p).sum()  # Σ p_i² = ‖P‖_F² for a symmetric P
+        # Σ p_i² ≤ 1 exactly; rounding can push a rank-1 spectrum just above 1, i.e. a tiny negative entropy.
+        purity = purity.clamp(max=1.0)
         return -torch.log(torch.where(nonzero, purity, torch.ones_like(purity)))
     eig = torch.linalg.eigvalsh(p).clamp_min(0)
     return -(eig * torch.log(eig.clamp_min(1e-30))).sum()

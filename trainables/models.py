@@ -216,11 +216,26 @@ def load_base_model(source: str, family: Family, precision: PrecisionConfig, dev
     if precision.bits in (4, 8):
         kwargs["device_map"] = {"": device.index if device.type == "cuda" else "cpu"}
     model = cls.from_pretrained(source, **kwargs)
+    if precision.bits == 4:
+        keep_4bit_layout_trainable(model)
     if precision.bits not in (4, 8):
         model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def keep_4bit_layout_trainable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, the first eval-mode forward of a Linear4bit converts its weight, for good, to
+    an inference-only layout; a training step after that (after a mid-training evaluation, or after
+    entropy calibration) fails inside bitsandbytes. Training here alternates the two, so the conversion
+    is switched off.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def shrink_whisper_encoder(model: torch.nn.Module, n_positions: int) -> None:

@@ -172,3 +172,16 @@ def test_nf4_trains_after_a_mid_training_evaluation(tiny_whisper_dir: Path) -> N
         "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 2},
     }))
     assert metrics["step"] == 3 and math.isfinite(metrics["loss"])
+
+
+def test_adapted_nf4_size_counts_each_quantised_weight_once(tiny_en_dir: Path) -> None:
+    """With LoRA on top, the deployed size is the base's plus the adapters' bytes, nothing more."""
+    cfg = json.loads((tiny_en_dir / "config.json").read_text())
+    model = load_base_model(str(tiny_en_dir), "whisper", PrecisionConfig(bits=4), CPU)
+    base = deployed_size_bytes(model, stored_itemsize=2)
+    lora = _lora(r=4)
+    names = target_module_names(model, "whisper", lora, stack_depths(cfg, "whisper"))
+    adapted = deployed_size_bytes(add_lora(model, names, lora), stored_itemsize=2)
+    adapter_bytes = 4 * lora_param_count(model, names, 4)  # fp32 A and B
+    assert adapted["quantised"] == base["quantised"]
+    assert adapted["total"] == base["total"] + adapter_bytes

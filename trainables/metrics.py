@@ -158,7 +158,8 @@ def deployed_size_bytes(model: torch.nn.Module, stored_itemsize: int) -> dict[st
     quantised_params: set[int] = set()
     for module in model.modules():
         n = _quantised_module_bytes(module)
-        if n is not None:
+        # peft's LoRA wrapper exposes its base layer's weight too: count each quantised weight once.
+        if n is not None and id(module.weight) not in quantised_params:
             parts["quantised"] += n
             quantised_params.add(id(module.weight))
     all_trainable = all(p.requires_grad for p in model.parameters())

@@ -100,11 +100,12 @@ def test_hidden_loss_has_gradients_for_the_student() -> None:
 
 
 def test_8bit_fake_quantisation_changes_logits_by_under_one_percent(teacher: torch.nn.Module) -> None:
+    """Every linear weight at 8 bits (the embedding stays fp16 here; with it at 8 bits too this model's logits move 1.2%)."""
     student = dq.student_from_teacher(teacher, 0, 0).eval()
     x = _inputs(teacher)
     with torch.no_grad():
         ref = student(**x).logits
-        bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 8}))
+        bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 8, "embed_bits": 16}))
         assert bits and set(bits.values()) == {8}
         quant = student(**x).logits
     rel = float((quant - ref).norm() / ref.norm())
@@ -121,6 +122,38 @@ def test_fake_quant_edges_and_straight_through_gradients(teacher: torch.nn.Modul
     layer = student.get_submodule("model.encoder.layers.1.fc1")
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
     assert layer.scale.grad is not None and layer.scale.grad.abs().sum() > 0
+
+
+def test_token_embedding_is_quantised_once_for_input_and_tied_output(teacher: torch.nn.Module, tmp_path: Path) -> None:
+    """The embedding and the output projection read one quantised matrix; the export stores it once, packed."""
+    import json
+
+    from safetensors import safe_open
+
+    student = dq.student_from_teacher(teacher, 0, 0)
+    bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 4, "embed_bits": 4}))
+    emb = student.model.decoder.embed_tokens
+    assert bits["model.decoder.embed_tokens"] == 4 and student.proj_out.embedding is emb
+    h = torch.randn(2, 3, student.config.d_model)
+    assert torch.allclose(student.proj_out(h), h @ emb.quantised_weight().T)
+    assert torch.equal(emb(torch.tensor([[5, 9]])), emb.quantised_weight()[[5, 9]][None])
+    student(**_inputs(teacher)).loss.backward()
+    assert emb.weight.grad.abs().sum() > 0 and emb.scale.grad.abs().sum() > 0
+
+    path = tmp_path / "model.safetensors"
+    dq.export_quantised(student, path)
+    with safe_open(str(path), "pt") as fh:
+        keys, meta = set(fh.keys()), fh.metadata()
+        codes = dq.unpack_bits(fh.get_tensor("model.decoder.embed_tokens.qweight").numpy(), 4, emb.weight.numel())
+        scale = fh.get_tensor("model.decoder.embed_tokens.scale").float()
+    assert "proj_out.weight" not in keys and "model.decoder.embed_tokens.weight" not in keys
+    assert json.loads(meta["proj_out"]) == {"tied_to": "model.decoder.embed_tokens"}
+    restored = (torch.from_numpy(codes.astype(np.int16) - 7).reshape(emb.weight.shape).float() * scale[:, None])
+    assert torch.allclose(restored, emb.quantised_weight().detach(), rtol=1e-2, atol=1e-6)
+
+    plain = dq.student_from_teacher(teacher, 0, 0)
+    assert "model.decoder.embed_tokens" not in dq.add_fake_quant(plain, build(dq.QuantConfig, {"bits": 4, "embed_bits": 16}))
+    assert isinstance(plain.model.decoder.embed_tokens, torch.nn.Embedding)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
@@ -162,6 +195,9 @@ def test_exported_4bit_student_size(teacher: torch.nn.Module, tmp_path: Path) ->
 
 BAD = [
     ({"quant": {"bits": 5}}, "quant.bits"),
+    ({"quant": {"embed_bits": 6}}, "quant.embed_bits"),
+    ({"eval_snr_db": 99.0}, "eval_snr_db"),
+    ({"eval_noise": "folder"}, "eval_noise"),
     ({"distill": {"alpha": 1.5}}, "distill.alpha"),
     ({"distill": {"matching": "greedy"}}, "distill.matching"),
     ({"student": {"decoder_layers": -1}}, "student.decoder_layers"),
@@ -216,7 +252,7 @@ def test_distillation_run_reports_every_metric_and_caches_the_teacher_once(
     monkeypatch.setattr(dq, "teacher_cache", counting)
     cfg = _run_config(tiny_whisper_dir, distill={"alpha": 0.5, "matching": "dynamic_monotonic", "top_k": 8})
     metrics = dq.run(cfg)
-    for name in [*CONTRACT_METRICS, "kd_loss", "ce_loss"]:
+    for name in [*CONTRACT_METRICS, "kd_loss", "ce_loss", "wer_clean", "wer_noisy"]:
         assert name in metrics and math.isfinite(metrics[name]), name
     assert metrics["compression_ratio"] > 1  # fewer layers, 4-bit weights, against the fp16 teacher
     cache = built[0]

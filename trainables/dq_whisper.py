@@ -24,6 +24,8 @@ projects student states to the teacher's width.
 Quantisation-aware training fake-quantises every linear weight of the student's encoder and
 decoder layers (per output channel, symmetric, learnable clipping scale, straight-through rounding)
 at `quant.bits`; the first encoder layer and the last decoder layer stay at `quant.edge_bits`;
+the decoder's token embedding, which Whisper ties to its output projection, is quantised per token
+at `quant.embed_bits` (8 by default; it is a third of whisper-base's weights); positional
 embeddings, norms, convolutions and biases are not quantised (fp16 when exported). The export packs
 the integer weights (int8 storage at 8 bits, b-bit packing below: 4-bit two per byte) with fp16
 per-channel scales into one safetensors file whose size on disk is `model_size_mb`.
@@ -52,6 +54,7 @@ from trainables.data import DataConfig, load_speech
 from trainables.evaluation import evaluate
 from trainables.metrics import MB, param_counts, peak_host_mem_mb, peak_vram_mb
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
+from trainables.noise import add_noise
 from trainables.training import (
     OptimConfig,
     Throughput,
@@ -118,12 +121,17 @@ class QuantConfig:
     """Weight bits: 2, 3, 4 or 8 (fake-quantised while training, packed when exported); 16 = off."""
     edge_bits: int = 8
     """Bits of the first encoder layer and the last decoder layer (never fewer than `bits`)."""
+    embed_bits: int = 8
+    """Bits of the token embedding, which is also the (tied) output projection, one scale per token;
+    16 = fp16. Whisper's embedding is a third of whisper-base, so it bounds the compression. Applies
+    only when `bits` < 16."""
     learn_scale: bool = True
     """Train the per-channel clipping scales (LSQ/PACT-style); false = fixed absmax scales."""
 
     def check(self) -> None:
-        require(self.bits in QUANT_BITS, "bits", f"{self.bits} is not supported (use 2, 3, 4, 8 or 16)")
-        require(self.edge_bits in QUANT_BITS, "edge_bits", f"{self.edge_bits} is not supported (use 2, 3, 4, 8 or 16)")
+        for name in ("bits", "edge_bits", "embed_bits"):
+            value = getattr(self, name)
+            require(value in QUANT_BITS, name, f"{value} is not supported (use 2, 3, 4, 8 or 16)")
 
 
 @dataclass
@@ -148,6 +156,10 @@ class DQWhisperConfig:
     """Encoder window in seconds; 0 = the longest utterance of the data, rounded up to 0.5 s; 30 = Whisper's own."""
     eval_batch_size: int = 16
     """Utterances per decoding batch."""
+    eval_noise: Literal["white", "pink", "babble"] = "white"
+    """Noise of the second test set (wer_noisy): white, pink, or babble from the other test utterances."""
+    eval_snr_db: float = 10.0
+    """SNR of the second test set in dB (the same seeded noise in every trial, so hypotheses pair up)."""
     max_new_tokens: int = 96
     """Longest transcript decoded (and trained on), in tokens."""
     save_model: bool = True
@@ -158,6 +170,10 @@ class DQWhisperConfig:
     def check(self) -> None:
         require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
         require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
+        require(self.eval_noise in ("white", "pink", "babble"), "eval_noise",
+                f"{self.eval_noise!r} is not one of white, pink, babble")
+        require(math.isfinite(self.eval_snr_db) and -20 <= self.eval_snr_db <= 60, "eval_snr_db",
+                f"must be in [-20, 60] dB, got {self.eval_snr_db}")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         assets.check_model_source(self.teacher, "teacher")
         assets.check_data_source(self.data.source, "data.source")
@@ -228,12 +244,29 @@ def student_from_teacher(teacher: torch.nn.Module, encoder_layers: int, decoder_
 # --------------------------------------------------------------------------- fake quantisation
 
 
-class FakeQuantLinear(torch.nn.Module):
-    """A linear layer whose weight is fake-quantised per output channel: symmetric, b bits, learnable scale.
+def _init_scale(weight: torch.Tensor, qmax: int, learn_scale: bool) -> torch.nn.Parameter:
+    """Per-row clipping scale, starting at absmax(row)/Q."""
+    init = weight.detach().abs().amax(dim=1).clamp_min(1e-8) / qmax
+    return torch.nn.Parameter(init.clone(), requires_grad=learn_scale)
 
-    w_q = s·round(clamp(w/s, −Q, Q)) with Q = 2^(b−1) − 1; rounding passes gradients straight
-    through, clipping stops them (PACT), and s gets the LSQ gradient. s starts at absmax(w)/Q.
-    """
+
+def fake_quant(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    """s·round(clamp(w/s, −Q, Q)) per row: rounding passes gradients straight through, clipping stops
+    them (PACT), and s gets the LSQ gradient."""
+    s = scale.clamp_min(1e-8)[:, None]
+    v = (weight / s).clamp(-qmax, qmax)
+    v = v + (torch.round(v) - v).detach()
+    return v * s
+
+
+def integer_codes(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
+    """The integers in [−Q, Q] that `fake_quant` multiplies by the scale (what the export stores)."""
+    s = scale.detach().clamp_min(1e-8)[:, None]
+    return torch.round((weight.detach() / s).clamp(-qmax, qmax)).to(torch.int8)
+
+
+class FakeQuantLinear(torch.nn.Module):
+    """A linear layer whose weight is fake-quantised per output channel: symmetric, b bits, learnable scale."""
 
     def __init__(self, linear: torch.nn.Linear, bits: int, learn_scale: bool) -> None:
         super().__init__()
@@ -241,26 +274,61 @@ class FakeQuantLinear(torch.nn.Module):
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits = bits
-        q = self.qmax
-        init = self.weight.detach().abs().amax(dim=1).clamp_min(1e-8) / q
-        self.scale = torch.nn.Parameter(init.clone(), requires_grad=learn_scale)
+        self.scale = _init_scale(self.weight, self.qmax, learn_scale)
 
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
     def quantised_weight(self) -> torch.Tensor:
-        s = self.scale.clamp_min(1e-8)[:, None]
-        v = (self.weight / s).clamp(-self.qmax, self.qmax)
-        v = v + (torch.round(v) - v).detach()
-        return v * s
+        return fake_quant(self.weight, self.scale, self.qmax)
 
     def integer_weight(self) -> torch.Tensor:
-        s = self.scale.detach().clamp_min(1e-8)[:, None]
-        return torch.round((self.weight.detach() / s).clamp(-self.qmax, self.qmax)).to(torch.int8)
+        return integer_codes(self.weight, self.scale, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantised_weight().to(x.dtype), self.bias)
+
+
+class FakeQuantEmbedding(torch.nn.Module):
+    """The decoder's token embedding fake-quantised per token row (symmetric, b bits, learnable scale).
+
+    Whisper ties its output projection to this matrix, so the projection is replaced by a
+    `TiedQuantHead` that reads the same quantised weight: one matrix is trained, exported and deployed.
+    """
+
+    def __init__(self, embedding: torch.nn.Embedding, bits: int, learn_scale: bool) -> None:
+        super().__init__()
+        self.weight = embedding.weight
+        self.padding_idx = embedding.padding_idx
+        self.num_embeddings, self.embedding_dim = embedding.weight.shape
+        self.out_features = self.num_embeddings
+        self.bits = bits
+        self.scale = _init_scale(self.weight, self.qmax, learn_scale)
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def quantised_weight(self) -> torch.Tensor:
+        return fake_quant(self.weight, self.scale, self.qmax)
+
+    def integer_weight(self) -> torch.Tensor:
+        return integer_codes(self.weight, self.scale, self.qmax)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.quantised_weight(), self.padding_idx)
+
+
+class TiedQuantHead(torch.nn.Module):
+    """Output projection tied to a `FakeQuantEmbedding` (logits = h · Eᵀ with E quantised); holds no weight of its own."""
+
+    def __init__(self, embedding: FakeQuantEmbedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.embedding.quantised_weight().to(x.dtype))
 
 
 def layer_bits(model: torch.nn.Module, quant: QuantConfig) -> dict[str, int]:
@@ -282,12 +350,20 @@ def layer_bits(model: torch.nn.Module, quant: QuantConfig) -> dict[str, int]:
 
 
 def add_fake_quant(model: torch.nn.Module, quant: QuantConfig) -> dict[str, int]:
-    """Replace the selected linears by FakeQuantLinear in place; returns name → bits."""
+    """Replace the selected linears by FakeQuantLinear, and the token embedding (with its tied output
+    projection) by FakeQuantEmbedding at `quant.embed_bits`, in place; returns name → bits."""
     bits = layer_bits(model, quant)
     for name, b in bits.items():
         parent_name, child = name.rsplit(".", 1)
         parent = model.get_submodule(parent_name)
         setattr(parent, child, FakeQuantLinear(getattr(parent, child), b, quant.learn_scale))
+    if quant.bits < 16 and quant.embed_bits < 16:
+        decoder = model.model.decoder
+        tied = model.proj_out.weight is decoder.embed_tokens.weight
+        decoder.embed_tokens = FakeQuantEmbedding(decoder.embed_tokens, quant.embed_bits, quant.learn_scale)
+        if tied:
+            model.proj_out = TiedQuantHead(decoder.embed_tokens)
+        bits["model.decoder.embed_tokens"] = quant.embed_bits
     return bits
 
 
@@ -309,15 +385,16 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
 def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
     """Write the student as deployed to one safetensors file; returns byte counts by part and the file size.
 
-    A b-bit linear stores `name.qweight` (int8 at 8 bits; else b-bit packed uint8 of q + Q) and
-    `name.scale` (fp16, one per output channel); every other tensor is stored once in fp16.
+    A b-bit linear or token embedding stores `name.qweight` (int8 at 8 bits; else b-bit packed uint8
+    of q + Q) and `name.scale` (fp16, one per output channel or token); an output projection tied to
+    the embedding is only a `tied_to` entry in the metadata; every other tensor is stored once in fp16.
     """
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, str] = {}
     parts = {"packed": 0, "scales": 0, "fp16": 0}
-    quantised = {n: m for n, m in model.named_modules() if isinstance(m, FakeQuantLinear)}
+    quantised = {n: m for n, m in model.named_modules() if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding))}
     skip = {f"{n}.{p}" for n in quantised for p in ("weight", "scale")}
     seen: set[int] = set()
     for name, mod in quantised.items():
@@ -329,6 +406,9 @@ def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
         tensors[f"{name}.qweight"] = data
         tensors[f"{name}.scale"] = mod.scale.detach().to(torch.float16).contiguous()
         meta[name] = json.dumps({"bits": mod.bits, "shape": list(mod.weight.shape)})
+        for head_name, head in model.named_modules():
+            if isinstance(head, TiedQuantHead) and head.embedding is mod:
+                meta[head_name] = json.dumps({"tied_to": name})
         parts["packed"] += data.numel() * data.element_size()
         parts["scales"] += 2 * mod.out_features
         seen.add(id(mod.weight))
@@ -483,6 +563,14 @@ def load_teacher_batch(cache: Path, index: dict[str, str], utts: list[dict], wid
 # --------------------------------------------------------------------------- run
 
 
+def noisy_test_set(test: list[dict], kind: str, snr_db: float, seed: int = 12345) -> list[dict]:
+    """Copies of the test utterances with seeded noise at `snr_db` (babble from the other utterances)."""
+    audios = [u["audio"] for u in test]
+    return [{**u, "audio": add_noise(u["audio"], kind, snr_db, [seed, i],
+                                     babble_pool=audios[:i] + audios[i + 1:] if kind == "babble" else None)}
+            for i, u in enumerate(test)]
+
+
 def _check_same_tokenizer(teacher_source: str, student_source: str) -> None:
     from transformers import WhisperTokenizer
 
@@ -589,6 +677,8 @@ def run(cfg: DQWhisperConfig) -> dict[str, float]:
     student.eval()
     v = evaluate(task, student, val, cfg.eval_batch_size, dev, torch.float32)
     final = evaluate(task, student, test, cfg.eval_batch_size, dev, torch.float32)
+    noisy = evaluate(task, student, noisy_test_set(test, cfg.eval_noise, cfg.eval_snr_db), cfg.eval_batch_size, dev,
+                     torch.float32)
     out_dir = artifact_dir()
     parts = export_quantised(student, out_dir / "student" / "model.safetensors")
     original = assets.stored_bytes(assets.model_files_dir(teacher_source))
@@ -597,7 +687,8 @@ def run(cfg: DQWhisperConfig) -> dict[str, float]:
         "step": steps, "loss": last.get("loss", float("nan")),
         "ce_loss": last.get("ce_loss", float("nan")), "kd_loss": last.get("kd_loss", float("nan")),
         "kl": last.get("kl", float("nan")), "hidden_loss": last.get("hidden_loss", float("nan")),
-        "wer": final["wer"], "cer": final["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
+        "wer": final["wer"], "cer": final["cer"], "wer_clean": final["wer"], "cer_clean": final["cer"],
+        "wer_noisy": noisy["wer"], "cer_noisy": noisy["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
         "train_samples_per_s": timer.rate if steps > 0 else 0.0,
         "peak_vram_mb": reduce_max(peak_vram_mb()), "peak_host_mem_mb": reduce_max(peak_host_mem_mb()),
         "model_size_mb": parts["file"] / MB, "compression_ratio": original / parts["file"],
@@ -610,9 +701,10 @@ def run(cfg: DQWhisperConfig) -> dict[str, float]:
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "history.json").write_text(json.dumps(history))
     (out_dir / "size_breakdown.json").write_text(json.dumps(parts, indent=2))
-    with open(out_dir / "hypotheses.jsonl", "w") as fh:
-        for row in final["rows"]:
-            fh.write(json.dumps(row) + "\n")
+    for name, rows in (("hypotheses.jsonl", final["rows"]), ("hypotheses_noisy.jsonl", noisy["rows"])):
+        with open(out_dir / name, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
     if not cfg.save_model:
         (out_dir / "student" / "model.safetensors").unlink()
     report(metrics, out_dir)

@@ -203,3 +203,19 @@ def test_wav2vec2_student_distils_with_aligned_lengths(tiny_wav2vec2_dir: Path, 
     loss, parts = batch_loss(task, model, smoke[:4], CPU, torch.float32, 1.0, torch.nn.Linear(32, 64), teacher, "cosine")
     assert math.isfinite(parts["kd_loss"]) and parts["kd_loss"] > 0
     assert loss.item() == pytest.approx(parts["ctc_loss"] + parts["kd_loss"], rel=1e-5)
+
+
+def test_a_noisy_copy_never_reuses_the_clean_features(smoke: list[dict]) -> None:
+    """Noisy copies keep the clean utterance's id; the feature cache must still tell them apart."""
+    from transformers import WhisperFeatureExtractor
+
+    from trainables.batching import WhisperFeatures
+
+    feats = WhisperFeatures(WhisperFeatureExtractor(), 5.0)
+    noisy = noisy_utterances(smoke[:2], dqlora.NoiseConfig(snr_db=0.0), seed=0)
+    assert [u["id"] for u in noisy] == [u["id"] for u in smoke[:2]]
+    clean, _ = feats.batch(smoke[:2])
+    heard, _ = feats.batch(noisy)
+    again, _ = feats.batch(smoke[:2])
+    assert (clean - heard).abs().mean() > 0.1
+    assert torch.equal(clean, again)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -93,18 +94,23 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, rank: int,
 
 
 class WhisperFeatures:
-    """Log-mel features for Whisper, padded to a fixed encoder window, computed once per utterance."""
+    """Log-mel features for Whisper, padded to a fixed encoder window, computed once per audio.
+
+    The cache is keyed by the utterance id AND a digest of its samples: a noisy copy of an utterance
+    keeps the clean one's id (hypotheses and teacher states pair up by id) but must not get its features.
+    """
 
     def __init__(self, feature_extractor: Any, window_s: float) -> None:
         self.fe = feature_extractor
         self.n_samples = int(round(window_s * SAMPLE_RATE))
-        self.cache: dict[str, np.ndarray] = {}
+        self.cache: dict[tuple[str, bytes], np.ndarray] = {}
 
     def frames(self, audio: np.ndarray) -> int:
         return min(math.ceil(len(audio) / self.fe.hop_length), self.n_samples // self.fe.hop_length)
 
     def one(self, utt: dict) -> np.ndarray:
-        key = utt["id"]
+        audio = np.ascontiguousarray(utt["audio"])
+        key = (utt["id"], hashlib.blake2b(audio.view(np.uint8), digest_size=16).digest())
         if key not in self.cache:
             out = self.fe(
                 utt["audio"][: self.n_samples], sampling_rate=SAMPLE_RATE, padding="max_length",

@@ -260,3 +260,27 @@ def test_distillation_run_reports_every_metric_and_caches_the_teacher_once(
     assert len(list(cache.glob("*.npz"))) == 8
     dq.run(cfg)
     assert built[1] == cache and (cache / "index.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_a_smaller_pretrained_student_is_distilled_through_a_projection(
+        tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """student.source = a narrower Whisper with the teacher's tokenizer: hidden states meet through a trained map."""
+    import json
+    import shutil
+
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    monkeypatch.setenv("SPEECH_SWEEPS_CACHE", str(tmp_path / "cache"))
+    narrow = tmp_path / "narrow"
+    config = json.loads((tiny_whisper_dir / "config.json").read_text())
+    config.update(d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    torch.manual_seed(1)
+    WhisperForConditionalGeneration(WhisperConfig(**{k: v for k, v in config.items() if k != "architectures"})).save_pretrained(narrow)
+    for f in tiny_whisper_dir.iterdir():
+        if f.suffix in (".json", ".txt") and f.name != "config.json":
+            shutil.copy(f, narrow / f.name)
+    cfg = _run_config(tiny_whisper_dir, student={"source": str(narrow)}, distill={"alpha": 0.5, "matching": "dynamic"})
+    metrics = dq.run(cfg)
+    assert metrics["student_decoder_layers"] == 1 and metrics["student_encoder_layers"] == 1
+    assert math.isfinite(metrics["kd_loss"]) and metrics["kd_loss"] > 0 and math.isfinite(metrics["hidden_loss"])
+    assert metrics["compression_ratio"] > 1

@@ -549,7 +549,7 @@ def run(cfg: DQLoRAConfig) -> dict[str, float]:
         "step": steps,
         "loss": last.get("loss", float("nan")),
         "ctc_loss": last.get("ctc_loss", float("nan")),
-        "kd_loss": last.get("kd_loss", 0.0 if lam == 0 else float("nan")),
+        "kd_loss": last.get("kd_loss", float("nan")),  # NaN with λ = 0: no KD term was computed
         "wer": final["wer"], "cer": final["cer"], "wer_noisy": final["wer"], "cer_noisy": final["cer"],
         "wer_clean": clean["wer"], "cer_clean": clean["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
         "train_samples_per_s": timer.rate if steps > 0 else 0.0,

@@ -156,6 +156,21 @@ def test_token_embedding_is_quantised_once_for_input_and_tied_output(teacher: to
     assert isinstance(plain.model.decoder.embed_tokens, torch.nn.Embedding)
 
 
+def test_decoding_reuses_the_quantised_weight_until_an_update(teacher: torch.nn.Module) -> None:
+    """Outside autograd the fake-quantised weight is computed once, and recomputed after an optimiser step."""
+    student = dq.student_from_teacher(teacher, 0, 0)
+    dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 4}))
+    layer = student.get_submodule("model.encoder.layers.1.fc1")
+    with torch.no_grad():
+        first = layer.quantised_weight()
+        assert layer.quantised_weight() is first
+    with torch.no_grad():
+        layer.weight.add_(0.5 * layer.scale[:, None])
+        moved = layer.quantised_weight()
+    assert moved is not first and torch.equal(moved, dq.fake_quant(layer.weight, layer.scale, layer.qmax))
+    assert layer.quantised_weight().requires_grad  # in training (autograd on) it is recomputed with gradients
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_packing_round_trips(bits: int) -> None:
     values = np.random.default_rng(bits).integers(0, 2**bits - 1, size=101).astype(np.uint8)

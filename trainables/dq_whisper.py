@@ -259,6 +259,22 @@ def fake_quant(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Te
     return v * s
 
 
+def current_weight(module: FakeQuantLinear | FakeQuantEmbedding) -> torch.Tensor:
+    """The module's fake-quantised weight; outside autograd (decoding) computed once per weight/scale update.
+
+    Generation runs the decoder once per token, and re-quantising every matrix (the 26M-entry token
+    embedding twice, through the tied head) at every token made evaluation several times slower.
+    """
+    if torch.is_grad_enabled() and (module.weight.requires_grad or module.scale.requires_grad):
+        module._frozen = None
+        return fake_quant(module.weight, module.scale, module.qmax)
+    key = (module.weight._version, module.scale._version, module.weight.data_ptr(), module.weight.dtype)
+    if module._frozen is None or module._frozen[0] != key:
+        with torch.no_grad():
+            module._frozen = (key, fake_quant(module.weight, module.scale, module.qmax))
+    return module._frozen[1]
+
+
 def integer_codes(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
     """The integers in [−Q, Q] that `fake_quant` multiplies by the scale (what the export stores)."""
     s = scale.detach().clamp_min(1e-8)[:, None]
@@ -275,13 +291,14 @@ class FakeQuantLinear(torch.nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.bits = bits
         self.scale = _init_scale(self.weight, self.qmax, learn_scale)
+        self._frozen: tuple[tuple, torch.Tensor] | None = None
 
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
     def quantised_weight(self) -> torch.Tensor:
-        return fake_quant(self.weight, self.scale, self.qmax)
+        return current_weight(self)
 
     def integer_weight(self) -> torch.Tensor:
         return integer_codes(self.weight, self.scale, self.qmax)
@@ -305,13 +322,14 @@ class FakeQuantEmbedding(torch.nn.Module):
         self.out_features = self.num_embeddings
         self.bits = bits
         self.scale = _init_scale(self.weight, self.qmax, learn_scale)
+        self._frozen: tuple[tuple, torch.Tensor] | None = None
 
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
     def quantised_weight(self) -> torch.Tensor:
-        return fake_quant(self.weight, self.scale, self.qmax)
+        return current_weight(self)
 
     def integer_weight(self) -> torch.Tensor:
         return integer_codes(self.weight, self.scale, self.qmax)

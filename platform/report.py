@@ -19,6 +19,13 @@ from platform import tracking
 
 COLUMNS = ["wer", "cer", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s", "model_size_mb",
            "compression_ratio", "trainable_params"]
+# Method-specific metrics, shown after COLUMNS when any trial of the sweep reports them.
+OPTIONAL_COLUMNS = ["wer_clean", "wer_noisy", "kd_loss"]
+
+
+def columns_for(rows: list[dict[str, Any]]) -> list[str]:
+    """COLUMNS, then the OPTIONAL_COLUMNS some row has a value for."""
+    return COLUMNS + [k for k in OPTIONAL_COLUMNS if any(r.get(k) is not None for r in rows)]
 
 
 def trial_rows(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
@@ -52,11 +59,12 @@ def _fmt(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]], keys: list[str], baseline: dict[str, float]) -> str:
-    header = ["trial", "status", *keys, *COLUMNS]
-    body = [[r["trial"], r["status"], *[_fmt(r["searched"].get(k)) for k in keys], *[_fmt(r[c]) for c in COLUMNS]]
+    cols = columns_for(rows)
+    header = ["trial", "status", *keys, *cols]
+    body = [[r["trial"], r["status"], *[_fmt(r["searched"].get(k)) for k in keys], *[_fmt(r.get(c)) for c in cols]]
             for r in rows]
     if baseline:
-        body.append(["untuned model", "BASELINE", *["-" for _ in keys], *[_fmt(baseline.get(c)) for c in COLUMNS]])
+        body.append(["untuned model", "BASELINE", *["-" for _ in keys], *[_fmt(baseline.get(c)) for c in cols]])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     lines = [" | ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *body]]
     lines.insert(1, "-|-".join("-" * w for w in widths))
@@ -112,9 +120,10 @@ def write_summary(uri: str, parent_run_id: str, name: str, keys: list[str], base
     (out_dir / "summary.md").write_text(f"# {name}: summary\n\n{text}\n")
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["trial", "status", *keys, *COLUMNS, "error"])
+    cols = columns_for(rows)
+    writer.writerow(["trial", "status", *keys, *cols, "error"])
     for r in rows:
-        writer.writerow([r["trial"], r["status"], *[r["searched"].get(k) for k in keys], *[r[col] for col in COLUMNS],
+        writer.writerow([r["trial"], r["status"], *[r["searched"].get(k) for k in keys], *[r.get(col) for col in cols],
                          r["error"]])
     (out_dir / "summary.csv").write_text(buf.getvalue())
     c.log_artifact(parent_run_id, str(out_dir / "summary.md"))

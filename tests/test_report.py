@@ -80,3 +80,16 @@ def test_pareto_report_excludes_early_stopped_trials(tmp_path: Path) -> None:
     assert sorted(names) == ["a", "b", "d"]  # c is dominated by b; "stopped" is early-stopped
     assert "Parameter importances" in text
     assert list((tmp_path / "out").glob("pareto_*.png"))
+
+
+def test_method_metrics_get_columns_only_when_reported() -> None:
+    from platform.report import COLUMNS, table
+
+    base = {k: 1.0 for k in COLUMNS}
+    rows = [{"trial": f"t{i}", "status": "FINISHED", "searched": {"kd.lambda_": lam}, **base, "wer_clean": 0.5 + i,
+             "wer_noisy": 0.7, "kd_loss": float("nan") if lam == 0 else 0.25} for i, lam in enumerate((0.0, 1.0))]
+    header, _, first, second = table(rows, ["kd.lambda_"], {}).splitlines()
+    assert [h.strip() for h in header.split("|")[-4:-1]] == ["wer_clean", "wer_noisy", "kd_loss"]
+    assert [c.strip() for c in second.split("|")[-4:-1]] == ["1.5000", "0.7000", "0.2500"]
+    assert "wer_clean" not in table([{**r, "wer_clean": None, "wer_noisy": None, "kd_loss": None} for r in rows],
+                                    ["kd.lambda_"], {})

@@ -30,7 +30,7 @@ def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, 
 
 
 # Paths under the repository that Ray must not upload with the working directory.
-RUNTIME_EXCLUDES = [".venv/", ".git/", "mlruns/", "mlartifacts/", "mlflow.db", "ray_results/", "outputs/",
+RUNTIME_EXCLUDES = [".venv/", ".git/", "mlruns/", "mlartifacts/", "mlflow.db", "ray_results/", "reports/", "outputs/",
                     "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]
 
 

@@ -71,6 +71,18 @@ def table(rows: list[dict[str, Any]], keys: list[str], baseline: dict[str, float
     return "\n".join("| " + line + " |" for line in lines)
 
 
+def lines_by_other_keys(rows: list[dict[str, Any]], key: str) -> dict[str, list[tuple[Any, float]]]:
+    """(value of `key`, WER) points, one sorted line per setting of the other searched parameters that vary
+    (a grid's other axis, an ablation's seed), so that no line joins trials differing in more than `key`."""
+    others = sorted(k for k in {k for r in rows for k in r["searched"]} - {key}
+                    if len({json.dumps(r["searched"].get(k)) for r in rows}) > 1)
+    groups: dict[str, list[tuple[Any, float]]] = {}
+    for r in rows:
+        label = ", ".join(f"{k}={r['searched'].get(k)}" for k in others) or "adapted"
+        groups.setdefault(label, []).append((r["searched"][key], r["wer"]))
+    return {label: sorted(line) for label, line in sorted(groups.items())}
+
+
 def plot(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path: Path, title: str) -> bool:
     """WER against one searched parameter (finished trials), with the untuned model's WER as a line."""
     import matplotlib
@@ -78,16 +90,16 @@ def plot(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r["searched"][key], r["wer"]) for r in rows
-              if r["status"] == "FINISHED" and r["wer"] is not None and key in r["searched"]]
+    done = [r for r in rows if r["status"] == "FINISHED" and r["wer"] is not None and key in r["searched"]]
+    points = [(r["searched"][key], r["wer"]) for r in done]
     if not points:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
     if numeric:
-        points.sort()
+        for label, line in lines_by_other_keys(done, key).items():
+            ax.plot([x for x, _ in line], [y for _, y in line], "o-", label=label)
         xs = [x for x, _ in points]
-        ax.plot(xs, [y for _, y in points], "o-", label="adapted")
         if min(xs) > 0 and max(xs) / min(xs) >= 16:
             ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])

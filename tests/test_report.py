@@ -93,3 +93,11 @@ def test_method_metrics_get_columns_only_when_reported() -> None:
     assert [c.strip() for c in second.split("|")[-4:-1]] == ["1.5000", "0.7000", "0.2500"]
     assert "wer_clean" not in table([{**r, "wer_clean": None, "wer_noisy": None, "kd_loss": None} for r in rows],
                                     ["kd.lambda_"], {})
+
+
+def test_plot_lines_never_join_trials_from_different_grid_rows() -> None:
+    from platform.report import lines_by_other_keys
+
+    rows = [{"searched": {"lam": lam, "snr": snr, "fixed": 1}, "wer": lam + snr} for lam in (1.0, 0.0) for snr in (0, 10)]
+    assert lines_by_other_keys(rows, "lam") == {"snr=0": [(0.0, 0.0), (1.0, 1.0)], "snr=10": [(0.0, 10.0), (1.0, 11.0)]}
+    assert lines_by_other_keys([r for r in rows if r["searched"]["snr"] == 0], "lam") == {"adapted": [(0.0, 0.0), (1.0, 1.0)]}

@@ -244,12 +244,6 @@ def student_from_teacher(teacher: torch.nn.Module, encoder_layers: int, decoder_
 # --------------------------------------------------------------------------- fake quantisation
 
 
-def _init_scale(weight: torch.Tensor, qmax: int, learn_scale: bool) -> torch.nn.Parameter:
-    """Per-row clipping scale, starting at absmax(row)/Q."""
-    init = weight.detach().abs().amax(dim=1).clamp_min(1e-8) / qmax
-    return torch.nn.Parameter(init.clone(), requires_grad=learn_scale)
-
-
 def fake_quant(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
     """s·round(clamp(w/s, −Q, Q)) per row: rounding passes gradients straight through, clipping stops
     them (PACT), and s gets the LSQ gradient."""
@@ -259,38 +253,23 @@ def fake_quant(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Te
     return v * s
 
 
-def current_weight(module: FakeQuantLinear | FakeQuantEmbedding) -> torch.Tensor:
-    """The module's fake-quantised weight; outside autograd (decoding) computed once per weight/scale update.
+class RowQuantised(torch.nn.Module):
+    """A weight matrix fake-quantised per row (symmetric, b bits, learnable scale starting at absmax(row)/Q).
 
-    Generation runs the decoder once per token, and re-quantising every matrix (the 26M-entry token
-    embedding twice, through the tied head) at every token made evaluation several times slower.
+    What a quantised linear and the quantised token embedding share: the weight (the original
+    Parameter, not a copy), its scales, the integer codes the export stores, and the quantised weight,
+    which outside autograd (decoding) is computed once per weight/scale update: generation runs the
+    decoder once per token, and re-quantising every matrix at every token (the 26M-entry embedding
+    twice, through the tied head) made evaluation several times slower.
     """
-    if torch.is_grad_enabled() and (module.weight.requires_grad or module.scale.requires_grad):
-        module._frozen = None
-        return fake_quant(module.weight, module.scale, module.qmax)
-    key = (module.weight._version, module.scale._version, module.weight.data_ptr(), module.weight.dtype)
-    if module._frozen is None or module._frozen[0] != key:
-        with torch.no_grad():
-            module._frozen = (key, fake_quant(module.weight, module.scale, module.qmax))
-    return module._frozen[1]
 
-
-def integer_codes(weight: torch.Tensor, scale: torch.Tensor, qmax: int) -> torch.Tensor:
-    """The integers in [−Q, Q] that `fake_quant` multiplies by the scale (what the export stores)."""
-    s = scale.detach().clamp_min(1e-8)[:, None]
-    return torch.round((weight.detach() / s).clamp(-qmax, qmax)).to(torch.int8)
-
-
-class FakeQuantLinear(torch.nn.Module):
-    """A linear layer whose weight is fake-quantised per output channel: symmetric, b bits, learnable scale."""
-
-    def __init__(self, linear: torch.nn.Linear, bits: int, learn_scale: bool) -> None:
+    def __init__(self, weight: torch.nn.Parameter, bits: int, learn_scale: bool) -> None:
         super().__init__()
-        self.weight = linear.weight
-        self.bias = linear.bias
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = weight
         self.bits = bits
-        self.scale = _init_scale(self.weight, self.qmax, learn_scale)
+        self.out_features = weight.shape[0]
+        init = weight.detach().abs().amax(dim=1).clamp_min(1e-8) / self.qmax
+        self.scale = torch.nn.Parameter(init.clone(), requires_grad=learn_scale)
         self._frozen: tuple[tuple, torch.Tensor] | None = None
 
     @property
@@ -298,41 +277,43 @@ class FakeQuantLinear(torch.nn.Module):
         return 2 ** (self.bits - 1) - 1
 
     def quantised_weight(self) -> torch.Tensor:
-        return current_weight(self)
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.scale.requires_grad):
+            self._frozen = None
+            return fake_quant(self.weight, self.scale, self.qmax)
+        key = (self.weight._version, self.scale._version, self.weight.data_ptr(), self.weight.dtype)
+        if self._frozen is None or self._frozen[0] != key:
+            with torch.no_grad():
+                self._frozen = (key, fake_quant(self.weight, self.scale, self.qmax))
+        return self._frozen[1]
 
     def integer_weight(self) -> torch.Tensor:
-        return integer_codes(self.weight, self.scale, self.qmax)
+        """The integers in [−Q, Q] that the quantised weight is the scale times (what the export stores)."""
+        s = self.scale.detach().clamp_min(1e-8)[:, None]
+        return torch.round((self.weight.detach() / s).clamp(-self.qmax, self.qmax)).to(torch.int8)
+
+
+class FakeQuantLinear(RowQuantised):
+    """A linear layer whose weight is fake-quantised per output channel."""
+
+    def __init__(self, linear: torch.nn.Linear, bits: int, learn_scale: bool) -> None:
+        super().__init__(linear.weight, bits, learn_scale)
+        self.bias = linear.bias
+        self.in_features = linear.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.quantised_weight().to(x.dtype), self.bias)
 
 
-class FakeQuantEmbedding(torch.nn.Module):
-    """The decoder's token embedding fake-quantised per token row (symmetric, b bits, learnable scale).
+class FakeQuantEmbedding(RowQuantised):
+    """The decoder's token embedding fake-quantised per token row.
 
     Whisper ties its output projection to this matrix, so the projection is replaced by a
     `TiedQuantHead` that reads the same quantised weight: one matrix is trained, exported and deployed.
     """
 
     def __init__(self, embedding: torch.nn.Embedding, bits: int, learn_scale: bool) -> None:
-        super().__init__()
-        self.weight = embedding.weight
+        super().__init__(embedding.weight, bits, learn_scale)
         self.padding_idx = embedding.padding_idx
-        self.num_embeddings, self.embedding_dim = embedding.weight.shape
-        self.out_features = self.num_embeddings
-        self.bits = bits
-        self.scale = _init_scale(self.weight, self.qmax, learn_scale)
-        self._frozen: tuple[tuple, torch.Tensor] | None = None
-
-    @property
-    def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1
-
-    def quantised_weight(self) -> torch.Tensor:
-        return current_weight(self)
-
-    def integer_weight(self) -> torch.Tensor:
-        return integer_codes(self.weight, self.scale, self.qmax)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.quantised_weight(), self.padding_idx)
@@ -412,7 +393,7 @@ def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, str] = {}
     parts = {"packed": 0, "scales": 0, "fp16": 0}
-    quantised = {n: m for n, m in model.named_modules() if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding))}
+    quantised = {n: m for n, m in model.named_modules() if isinstance(m, RowQuantised)}
     skip = {f"{n}.{p}" for n in quantised for p in ("weight", "scale")}
     seen: set[int] = set()
     for name, mod in quantised.items():

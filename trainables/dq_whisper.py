@@ -54,7 +54,7 @@ from trainables.data import DataConfig, load_speech
 from trainables.evaluation import evaluate
 from trainables.metrics import MB, param_counts, peak_host_mem_mb, peak_vram_mb
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
-from trainables.noise import add_noise
+from trainables.noise import noisy_copies
 from trainables.training import (
     OptimConfig,
     Throughput,
@@ -71,6 +71,8 @@ from trainables.training import (
 
 Matching = Literal["none", "static", "dynamic", "dynamic_monotonic"]
 QUANT_BITS = (2, 3, 4, 8, 16)
+EVAL_NOISE_SEED = 12345
+"""Seed of the noisy test copy (wer_noisy): the same noise in every trial, so hypotheses pair up."""
 
 
 @dataclass
@@ -568,14 +570,6 @@ def load_teacher_batch(cache: Path, index: dict[str, str], utts: list[dict], wid
 # --------------------------------------------------------------------------- run
 
 
-def noisy_test_set(test: list[dict], kind: str, snr_db: float, seed: int = 12345) -> list[dict]:
-    """Copies of the test utterances with seeded noise at `snr_db` (babble from the other utterances)."""
-    audios = [u["audio"] for u in test]
-    return [{**u, "audio": add_noise(u["audio"], kind, snr_db, [seed, i],
-                                     babble_pool=audios[:i] + audios[i + 1:] if kind == "babble" else None)}
-            for i, u in enumerate(test)]
-
-
 def _check_same_tokenizer(teacher_source: str, student_source: str) -> None:
     from transformers import WhisperTokenizer
 
@@ -682,8 +676,8 @@ def run(cfg: DQWhisperConfig) -> dict[str, float]:
     student.eval()
     v = evaluate(task, student, val, cfg.eval_batch_size, dev, torch.float32)
     final = evaluate(task, student, test, cfg.eval_batch_size, dev, torch.float32)
-    noisy = evaluate(task, student, noisy_test_set(test, cfg.eval_noise, cfg.eval_snr_db), cfg.eval_batch_size, dev,
-                     torch.float32)
+    noisy_test = noisy_copies(test, cfg.eval_noise, cfg.eval_snr_db, EVAL_NOISE_SEED)
+    noisy = evaluate(task, student, noisy_test, cfg.eval_batch_size, dev, torch.float32)
     out_dir = artifact_dir()
     parts = export_quantised(student, out_dir / "student" / "model.safetensors")
     original = assets.stored_bytes(assets.model_files_dir(teacher_source))

@@ -65,7 +65,7 @@ from trainables.models import (
     target_module_names,
     window_positions,
 )
-from trainables.noise import NOISE_KINDS, add_noise
+from trainables.noise import NOISE_KINDS, noisy_copies
 from trainables.training import (
     OptimConfig,
     Throughput,
@@ -201,14 +201,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def noisy_utterances(utts: list[dict], cfg: NoiseConfig, seed: int) -> list[dict]:
     """Copies of `utts` with noise at each one's SNR; babble comes from the other utterances of the list."""
-    audios = [u["audio"] for u in utts]
     noise_dir = Path(cfg.noise_dir).expanduser() if cfg.noise_dir else None
-    out = []
-    for i, utt in enumerate(utts):
-        pool = audios[:i] + audios[i + 1:] if cfg.kind == "babble" else None
-        noisy = add_noise(utt["audio"], cfg.kind, cfg.snr_for(seed, i), [seed, i], babble_pool=pool, noise_dir=noise_dir)
-        out.append({**utt, "audio": noisy})
-    return out
+    return noisy_copies(utts, cfg.kind, lambda i: cfg.snr_for(seed, i), seed, noise_dir)
 
 
 def whisper_frames(n_samples: int, window_s: float) -> int:

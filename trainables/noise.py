@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -170,3 +171,19 @@ def add_noise(
     rng = np.random.default_rng(seed)
     noise = make_noise(kind, len(clean), rng, babble_pool=babble_pool, noise_dir=noise_dir, sr=sr)
     return mix_at_snr(clean, noise, snr_db)
+
+
+def noisy_copies(utts: list[dict], kind: str, snr_db: float | Callable[[int], float], seed: int,
+                 noise_dir: Path | None = None) -> list[dict]:
+    """Copies of `utts` (same ids) with seeded noise; `snr_db` is one SNR or a function of the utterance's index.
+
+    Babble for an utterance comes from the other utterances of the list.
+    """
+    audios = [u["audio"] for u in utts]
+    out = []
+    for i, utt in enumerate(utts):
+        snr = snr_db(i) if callable(snr_db) else snr_db
+        pool = audios[:i] + audios[i + 1:] if kind == "babble" else None
+        out.append({**utt, "audio": add_noise(utt["audio"], kind, snr, [seed, i], babble_pool=pool, noise_dir=noise_dir)})
+    return out
+

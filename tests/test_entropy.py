@@ -266,15 +266,21 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def test_lambda_zero_is_exactly_the_loss_without_the_term(tiny_whisper_dir: Path) -> None:
+def _plain_run(tiny_whisper_dir: Path, seed: int) -> tuple[torch.nn.Module, list[str], Any, torch.Tensor, dict]:
+    """A LoRA model (random B), a batch, and its plain loss and gradients, the gradients then cleared."""
     model, names = _tiny(tiny_whisper_dir)
     peft_model = _with_lora(model, names, dict.fromkeys(names, 2), random_b=True)
     peft_model.eval()
-    batch = _batch(3)
+    batch = _batch(seed)
     plain = _forward(peft_model, batch)
     plain.backward()
     plain_grads = _grads(peft_model)
     peft_model.zero_grad(set_to_none=True)
+    return peft_model, names, batch, plain, plain_grads
+
+
+def test_lambda_zero_is_exactly_the_loss_without_the_term(tiny_whisper_dir: Path) -> None:
+    peft_model, names, batch, plain, plain_grads = _plain_run(tiny_whisper_dir, 3)
     with ActivationCollector(peft_model, names) as collector:
         loss = _forward(peft_model, batch)
         total = add_entropy_term(loss, collector.activations, 0.0)
@@ -286,14 +292,7 @@ def test_lambda_zero_is_exactly_the_loss_without_the_term(tiny_whisper_dir: Path
 
 
 def test_lambda_changes_the_loss_and_its_gradient_reaches_the_adapters(tiny_whisper_dir: Path) -> None:
-    model, names = _tiny(tiny_whisper_dir)
-    peft_model = _with_lora(model, names, dict.fromkeys(names, 2), random_b=True)
-    peft_model.eval()
-    batch = _batch(4)
-    plain = _forward(peft_model, batch)
-    plain.backward()
-    plain_grads = _grads(peft_model)
-    peft_model.zero_grad(set_to_none=True)
+    peft_model, names, batch, plain, plain_grads = _plain_run(tiny_whisper_dir, 4)
     with ActivationCollector(peft_model, names) as collector:
         loss = _forward(peft_model, batch)
         h = float(entropy_penalty(collector.activations).detach())

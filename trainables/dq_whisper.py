@@ -398,6 +398,10 @@ def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
     quantised = {n: m for n, m in model.named_modules() if isinstance(m, RowQuantised)}
     skip = {f"{n}.{p}" for n in quantised for p in ("weight", "scale")}
     seen: set[int] = set()
+    owner = {id(m): n for n, m in quantised.items()}
+    for head_name, head in model.named_modules():
+        if isinstance(head, TiedQuantHead):
+            meta[head_name] = json.dumps({"tied_to": owner[id(head.embedding)]})
     for name, mod in quantised.items():
         q = mod.integer_weight()
         if mod.bits == 8:
@@ -407,9 +411,6 @@ def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
         tensors[f"{name}.qweight"] = data
         tensors[f"{name}.scale"] = mod.scale.detach().to(torch.float16).contiguous()
         meta[name] = json.dumps({"bits": mod.bits, "shape": list(mod.weight.shape)})
-        for head_name, head in model.named_modules():
-            if isinstance(head, TiedQuantHead) and head.embedding is mod:
-                meta[head_name] = json.dumps({"tied_to": name})
         parts["packed"] += data.numel() * data.element_size()
         parts["scales"] += 2 * mod.out_features
         seen.add(id(mod.weight))

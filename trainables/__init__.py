@@ -1,14 +1,15 @@
 """Worker-side code: one module per adaptation method, plus the building blocks they share.
 
-METHODS is the explicit registry from a method's name to its module. Each method module defines
-`CONFIG` (its config dataclass), `parse_config(dict)`, `train_loop_per_worker(dict)` and
-`baseline_config(dict)` (the config that evaluates the untuned model).
+`METHODS` is the explicit registry from a method's name to its module, and `Method` is what such a
+module must define (checked by `load_method` and by tests/test_contract.py over every entry).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
+from typing import Any, Protocol, runtime_checkable
 
 METHODS: dict[str, str] = {
     "qlora": "trainables.qlora",
@@ -17,7 +18,50 @@ METHODS: dict[str, str] = {
 }
 
 
+@runtime_checkable
+class Method(Protocol):
+    """The contract of a method module (see README, "Adding a method")."""
+
+    CONFIG: type
+    """The method's config dataclass: nested dataclasses, a docstring per field, checks in `check()`."""
+    MAX_WORKERS: int | None
+    """The most Ray Train workers one trial may use (None = any: data-parallel); checked when a sweep is resolved."""
+
+    def parse_config(self, config: dict[str, Any]) -> Any:
+        """A plain dict (YAML, `--set`, a Tune trial) -> a checked CONFIG; raises ConfigError naming the field."""
+        ...
+
+    def train_loop_per_worker(self, config: dict[str, Any]) -> None:
+        """Ray Train's entry point: set up, train, evaluate and report the contract's metrics."""
+        ...
+
+    def baseline_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The config that evaluates the untuned model (no training), measured once per sweep."""
+        ...
+
+
+_FUNCTIONS = ("parse_config", "train_loop_per_worker", "baseline_config")
+
+
+def contract_problems(module: Any) -> list[str]:
+    """What `module` lacks or gets wrong of the `Method` contract (empty when it satisfies it)."""
+    problems = [f"no {name}" for name in ("CONFIG", "MAX_WORKERS", *_FUNCTIONS) if not hasattr(module, name)]
+    config = getattr(module, "CONFIG", None)
+    if config is not None and not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        problems.append("CONFIG is not a dataclass")
+    workers = getattr(module, "MAX_WORKERS", None)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        problems.append(f"MAX_WORKERS must be None or a positive integer, not {workers!r}")
+    problems += [f"{name} is not callable" for name in _FUNCTIONS if hasattr(module, name)
+                 and not callable(getattr(module, name))]
+    return problems
+
+
 def load_method(name: str) -> ModuleType:
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r} (known: {', '.join(sorted(METHODS))})")
-    return importlib.import_module(METHODS[name])
+    module = importlib.import_module(METHODS[name])
+    problems = contract_problems(module)
+    if problems:
+        raise TypeError(f"method {name!r} ({METHODS[name]}) breaks the method contract: {'; '.join(problems)}")
+    return module

@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from trainables.audio import SAMPLE_RATE
 from trainables.config import require
-
-SAMPLE_RATE = 16000
 
 
 @dataclass

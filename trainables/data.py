@@ -22,15 +22,11 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
 
+from trainables.assets.corpus import CORPORA, ensure_corpus
+from trainables.audio import AUDIO_SUFFIXES, SAMPLE_RATE, decode_audio
 from trainables.config import require
-from trainables.corpus import CORPORA, ensure_corpus
-from trainables.noise import add_noise
 
-SAMPLE_RATE = 16_000
-AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
                   "dev": "validation", "test": "test"}
@@ -177,29 +173,6 @@ def canonical_split(split: str) -> str:
     if split not in _SPLIT_ALIASES:
         raise ValueError(f"data.split: {split!r} is not one of {', '.join(SPLITS)} (or dev, valid, val)")
     return _SPLIT_ALIASES[split]
-
-
-# ---------------------------------------------------------------------------------------------
-# Audio decoding
-# ---------------------------------------------------------------------------------------------
-
-
-def to_mono_16k(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Average channels (soundfile's frames x channels layout) and resample to 16 kHz float32."""
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    if sr != SAMPLE_RATE:
-        g = math.gcd(int(sr), SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, int(sr) // g)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def decode_audio(source: str | Path | bytes) -> np.ndarray:
-    """A sound file (path or encoded bytes) as mono float32 at 16 kHz, decoded with soundfile."""
-    handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    audio, sr = sf.read(handle, dtype="float32", always_2d=True)
-    return to_mono_16k(audio, sr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,27 +347,6 @@ def load_speech(
     return _load_folder(Path(source).expanduser(), split, max_items)
 
 
-def noisy_copy(
-    utterances: list[Utterance],
-    kind: str,
-    snr_db: float,
-    seed: int,
-    *,
-    noise_dir: Path | None = None,
-) -> list[Utterance]:
-    """Copies of `utterances` with noise of `kind` at `snr_db`, the same for the same seed and list.
-
-    Babble for an utterance is drawn from the other utterances of the list.
-    """
-    audios = [u["audio"] for u in utterances]
-    out = []
-    for i, utt in enumerate(utterances):
-        pool = audios[:i] + audios[i + 1 :] if kind == "babble" else None
-        noisy = add_noise(utt["audio"], kind, snr_db, [seed, i], babble_pool=pool, noise_dir=noise_dir)
-        out.append({**utt, "audio": noisy})
-    return out
-
-
 @dataclass
 class DataConfig:
     """Which speech to train and evaluate on."""
@@ -415,8 +367,32 @@ class DataConfig:
     """Utterances per evaluation during training."""
     max_eval_items: int | None = 200
     """Utterances in the final evaluation."""
+    encoder_window_s: float = 0.0
+    """Audio window a Whisper encoder sees, in seconds: 0 = the longest utterance of the three splits,
+    rounded up to 0.5 s (training and decoding get much cheaper for short utterances); 30 = Whisper's own."""
 
     def check(self) -> None:
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")
+        require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
+
+
+@dataclass
+class Splits:
+    """The three splits of a trial's data, and the encoder window they call for."""
+
+    train: list[Utterance]
+    val: list[Utterance]
+    test: list[Utterance]
+    encoder_window_s: float
+    """The configured window, or (when that is 0) the longest utterance rounded up to 0.5 s."""
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Load the train, validation and test splits `cfg` names and choose the encoder window."""
+    train = load_speech(cfg.source, cfg.train_split, max_items=cfg.max_train_items, hub_config=cfg.hub_config)
+    val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, hub_config=cfg.hub_config)
+    test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, hub_config=cfg.hub_config)
+    longest_s = max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE
+    return Splits(train, val, test, cfg.encoder_window_s or math.ceil(2 * longest_s) / 2)

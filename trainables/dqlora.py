@@ -15,7 +15,7 @@ settled by cropping both to the shorter. With λ = 0 the teacher is never loaded
 plain CTC, bit for bit.
 
 Teacher states are computed once per data set (keyed by teacher, data source, split, item count and
-window) and kept on disk as one float16 array per utterance (trainables.cache.build_once); trials
+window) and kept on disk as one float16 array per utterance (trainables.assets.cache.build_once); trials
 and epochs only read them.
 
 Which student:
@@ -32,7 +32,6 @@ Which student:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -45,12 +44,13 @@ import torch
 import torch.nn.functional as F
 
 from trainables import assets
-from trainables.batching import SAMPLE_RATE, WhisperFeatures, ctc_batch, epoch_batches
-from trainables.cache import build_once, cache_root, input_key
-from trainables.config import ConfigError, build, require, to_dict
-from trainables.data import DataConfig, load_speech
-from trainables.evaluation import evaluate
-from trainables.metrics import MB, deployed_size_bytes, param_counts, peak_host_mem_mb, peak_vram_mb
+from trainables.assets.cache import build_once, cache_root, input_key
+from trainables.audio import SAMPLE_RATE
+from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
+from trainables.config import build, merge, require, to_dict
+from trainables.data import DataConfig, Splits, load_splits
+from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import (
     LoraConfig,
     PrecisionConfig,
@@ -59,6 +59,7 @@ from trainables.models import (
     check_precision_with_lora,
     enable_full_finetuning,
     family_of,
+    input_dtype,
     load_base_model,
     shrink_whisper_encoder,
     stack_depths,
@@ -66,20 +67,10 @@ from trainables.models import (
     window_positions,
 )
 from trainables.noise import NOISE_KINDS, noisy_copies
-from trainables.training import (
-    OptimConfig,
-    Throughput,
-    artifact_dir,
-    autocast,
-    device,
-    grad_scaler,
-    make_optimizer,
-    reduce_max,
-    report,
-    seed_everything,
-    warmup_cosine,
-    world,
-)
+from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
+
+# --------------------------------------------------------------------------- config
 
 FRAMES_PER_S = 50
 """Frame rate of both Whisper's encoder and wav2vec2's feature encoder (20 ms a frame)."""
@@ -150,7 +141,7 @@ class DQLoRAConfig:
     student: str = "whisper-tiny.en"
     """Student: a wav2vec2-style CTC model (gpu: facebook/wav2vec2-base-960h), or a Whisper model whose encoder gets a character CTC head."""
     data: DataConfig = field(default_factory=DataConfig)
-    """Training and evaluation data."""
+    """Training and evaluation data, and a Whisper-encoder student's window."""
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     """Noise on the student's audio."""
     kd: KDConfig = field(default_factory=KDConfig)
@@ -163,10 +154,8 @@ class DQLoRAConfig:
     """Optimiser, schedule, batch and step budget."""
     head_lr: float = 3e-3
     """Learning rate of the parts trained from scratch: the CTC head of a Whisper-encoder student and the KD projection."""
-    encoder_window_s: float = 0.0
-    """Whisper-encoder student's window in seconds; 0 = the longest utterance, rounded up to 0.5 s."""
-    eval_batch_size: int = 16
-    """Utterances per decoding batch."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Decoding batch and how often to evaluate during training (max_new_tokens does not apply to CTC)."""
     save_adapter: bool = True
     """Save the adapter, CTC head and projection as artifacts."""
     seed: int = 0
@@ -174,8 +163,6 @@ class DQLoRAConfig:
 
     def check(self) -> None:
         require(self.head_lr > 0, "head_lr", f"must be positive, got {self.head_lr}")
-        require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
-        require(self.eval_batch_size >= 1, "eval_batch_size", "must be at least 1")
         check_precision_with_lora(self.precision, self.lora)
         assets.check_model_source(self.student, "student")
         assets.check_data_source(self.data.source, "data.source")
@@ -185,18 +172,8 @@ class DQLoRAConfig:
             require("encoder" in self.lora.stacks, "lora.stacks", "the student is a CTC encoder: adapt the encoder")
 
 
-def parse_config(config: dict[str, Any]) -> DQLoRAConfig:
-    return build(DQLoRAConfig, config)
 
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point."""
-    run(parse_config(config))
-
-
-# ---------------------------------------------------------------------------------------------
-# Noise, alignment, distances
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- noise, alignment, distances
 
 
 def noisy_utterances(utts: list[dict], cfg: NoiseConfig, seed: int) -> list[dict]:
@@ -240,9 +217,7 @@ def kd_distance(student: torch.Tensor, teacher: torch.Tensor, lengths: torch.Ten
     return (per_frame * mask).sum() / mask.sum().clamp(min=1)
 
 
-# ---------------------------------------------------------------------------------------------
-# The teacher: encoder states cached once per data set
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- the teacher: encoder states cached once per data set
 
 
 def load_whisper_encoder(source: str, window_s: float, dev: torch.device) -> tuple[torch.nn.Module, Any]:
@@ -287,9 +262,7 @@ def teacher_states(teacher: str, source: str, utts: list[dict], *, split: str, m
     return {row["id"]: np.load(target / f"{i}.npy", mmap_mode="r") for i, row in enumerate(index)}
 
 
-# ---------------------------------------------------------------------------------------------
-# Students
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- students
 
 
 def text_to_ids(text: str) -> list[int]:
@@ -384,25 +357,16 @@ class Wav2Vec2Student:
                     labels=batch["labels"].to(dev), output_hidden_states=want_hidden)
         if not want_hidden:
             return StepOut(out.loss, None, None)
-        inner = _base(model)
+        inner = unwrap(model, peft=True)
         lengths = inner._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).long()
         return StepOut(out.loss, out.hidden_states[-1], lengths)
 
-    @torch.no_grad()
     def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        batch = ctc_batch(self.processor, utts)
-        logits = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev)).logits
-        return [t.strip() for t in self.processor.batch_decode(logits.argmax(-1))]
-
-
-def _base(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under DDP and peft wrappers."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+        return ctc_transcribe(self.processor, model, utts, dev, dtype)
 
 
 def student_width(model: torch.nn.Module) -> int:
-    cfg = _base(model).config
+    cfg = unwrap(model, peft=True).config
     return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
 
 
@@ -437,9 +401,7 @@ def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: f
     return model, task, targets
 
 
-# ---------------------------------------------------------------------------------------------
-# Loss and training
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------- the loss
 
 
 def batch_loss(task: Any, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,
@@ -456,138 +418,154 @@ def batch_loss(task: Any, model: torch.nn.Module, utts: list[dict], dev: torch.d
     return out.ctc + lambda_ * kd, {"ctc_loss": float(out.ctc.detach()), "kd_loss": float(kd.detach())}
 
 
-def run(cfg: DQLoRAConfig) -> dict[str, float]:
-    """Train and evaluate; returns the final metrics (also reported to Ray Train when inside it)."""
+# --------------------------------------------------------------------------- set-up, training, evaluation, report
+
+
+@dataclass
+class Setup:
+    """Everything `setup` builds for one run: the clean and noisy splits, the student, the teacher's states."""
+
+    cfg: DQLoRAConfig
+    dev: torch.device
+    splits: Splits
+    """The clean splits (the teacher's states are of the clean training audio)."""
+    noisy: Splits
+    """The same utterances with noise: the student trains on noisy_train and is scored on noisy_test."""
+    source: str
+    model: torch.nn.Module
+    wrapped: torch.nn.Module
+    """`model`, or DDP around it."""
+    task: WhisperCTCStudent | Wav2Vec2Student
+    targets: list[str]
+    dtype: torch.dtype
+    window_s: float
+    """A Whisper-encoder student's window (0 for wav2vec2)."""
+    counts: dict[str, float]
+    teacher: dict[str, np.ndarray] | None
+    """Utterance id -> the teacher's cached encoder states (None when λ = 0 or nothing is trained)."""
+    projection: torch.nn.Module | None
+    """Trained map from the student's width to the teacher's (not deployed)."""
+
+
+def setup(cfg: DQLoRAConfig) -> Setup:
+    """Load the splits and their noisy copies, build the student, and (for λ > 0) the teacher's cached states."""
     dev = device()
-    rank, size = world()
     seed_everything(cfg.seed)
     d = cfg.data
-    train = load_speech(d.source, d.train_split, max_items=d.max_train_items, hub_config=d.hub_config)
-    val = load_speech(d.source, d.val_split, max_items=d.max_val_items, hub_config=d.hub_config)
-    test = load_speech(d.source, d.eval_split, max_items=d.max_eval_items, hub_config=d.hub_config)
-    noisy_train = noisy_utterances(train, cfg.noise, cfg.seed)
-    noisy_val = noisy_utterances(val, cfg.noise, cfg.noise.eval_seed + 1)
-    noisy_test = noisy_utterances(test, cfg.noise, cfg.noise.eval_seed)
-
+    splits = load_splits(d)
+    noisy = Splits(noisy_utterances(splits.train, cfg.noise, cfg.seed),
+                   noisy_utterances(splits.val, cfg.noise, cfg.noise.eval_seed + 1),
+                   noisy_utterances(splits.test, cfg.noise, cfg.noise.eval_seed), splits.encoder_window_s)
     source = assets.resolve_model(cfg.student)
-    window_s = cfg.encoder_window_s or math.ceil(2 * max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE) / 2
-    model, task, targets = build_student(cfg, source, dev, window_s)
-    if not isinstance(task, WhisperCTCStudent):
-        window_s = 0.0
-    input_dtype = next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype  # conv weights
+    model, task, targets = build_student(cfg, source, dev, splits.encoder_window_s)
+    window_s = splits.encoder_window_s if isinstance(task, WhisperCTCStudent) else 0.0
+    dtype = input_dtype(model)
     counts = param_counts(model)
-
     teacher: dict[str, np.ndarray] | None = None
     projection: torch.nn.Module | None = None
-    lam = cfg.kd.lambda_
-    if lam != 0 and cfg.optim.max_steps > 0:
-        teacher = teacher_states(cfg.kd.teacher, d.source, train, split=d.train_split, max_items=d.max_train_items,
+    if cfg.kd.lambda_ != 0 and cfg.optim.max_steps > 0:
+        teacher = teacher_states(cfg.kd.teacher, d.source, splits.train, split=d.train_split, max_items=d.max_train_items,
                                  window_s=cfg.kd.teacher_window_s, dev=dev, hub_config=d.hub_config)
         d_teacher = next(iter(teacher.values())).shape[1]
         projection = torch.nn.Linear(student_width(model), d_teacher).to(dev)
+    return Setup(cfg, dev, splits, noisy, source, model, data_parallel(model, dev), task, targets, dtype, window_s,
+                 counts, teacher, projection)
 
-    wrapped: torch.nn.Module = model
-    if size > 1:
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
+    """Train on the noisy split for `optim.max_steps` steps; returns the per-step history and the stepper."""
+    cfg, steps = s.cfg, s.cfg.optim.max_steps
+    if steps == 0:
+        return [], None
+    rank, size = world()
+    named = [(n, p) for n, p in s.model.named_parameters() if p.requires_grad]
+    fresh = [p for n, p in named if ".head." in f".{n}"] + (list(s.projection.parameters()) if s.projection else [])
+    adapters = [p for n, p in named if ".head." not in f".{n}"]
+    # The CTC head and the projection start from scratch: their own, higher learning rate.
+    groups = [{"params": adapters}] + ([{"params": fresh, "lr": cfg.head_lr}] if fresh else [])
+    stepper = Stepper(cfg.optim, groups, s.dev, s.wrapped)
+    batches = epoch_batches([len(u["audio"]) for u in s.noisy.train], cfg.optim.batch_size, cfg.seed, rank, size)
+
+    def micro_loss(micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        utts = [s.noisy.train[i] for i in next(batches)]
+        return batch_loss(s.task, s.wrapped, utts, s.dev, s.dtype, cfg.kd.lambda_, s.projection, s.teacher,
+                          cfg.kd.distance)
+
     history: list[dict[str, float]] = []
-    timer = Throughput()
-    steps = cfg.optim.max_steps
-    if steps > 0:
-        fresh = [p for n, p in model.named_parameters() if p.requires_grad and ".head." in f".{n}"]
-        adapters = [p for n, p in model.named_parameters() if p.requires_grad and ".head." not in f".{n}"]
-        fresh += list(projection.parameters()) if projection is not None else []
-        optimizer = make_optimizer(cfg.optim, adapters + fresh, dev)
-        if fresh:  # the head and projection start from scratch: their own (higher) learning rate
-            optimizer.param_groups[0]["params"] = adapters
-            optimizer.add_param_group({"params": fresh, "lr": cfg.head_lr})
-        schedule = warmup_cosine(optimizer, cfg.optim.warmup_steps, steps)
-        scaler = grad_scaler(cfg.optim, dev)
-        batches = epoch_batches([len(u["audio"]) for u in noisy_train], cfg.optim.batch_size, cfg.seed, rank, size)
-        trainable = adapters + fresh
-        wrapped.train()
-        for step in range(1, steps + 1):
-            sums: dict[str, float] = {"loss": 0.0}
-            with timer.step(cfg.optim.batch_size * cfg.optim.grad_accum * size):
-                for micro in range(cfg.optim.grad_accum):
-                    utts = [noisy_train[i] for i in next(batches)]
-                    sync = micro == cfg.optim.grad_accum - 1 or size == 1
-                    ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
-                    with ctx, autocast(cfg.optim, dev):
-                        loss, parts = batch_loss(task, wrapped, utts, dev, input_dtype, lam, projection, teacher,
-                                                 cfg.kd.distance)
-                        loss = loss / cfg.optim.grad_accum
-                    with ctx:
-                        scaler.scale(loss).backward()
-                    sums["loss"] += float(loss.detach())
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + v / cfg.optim.grad_accum
-                scaler.unscale_(optimizer)
-                if cfg.optim.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-            history.append({"step": step, **sums, "lr": schedule.get_last_lr()[0]})
+    s.wrapped.train()
+    for step in range(1, steps + 1):
+        point = {"step": step, **stepper.step(micro_loss)}
+        history.append(point)
+        if cfg.eval.due(step, steps):
+            v = evaluate(s.task, s.wrapped, s.noisy.val, cfg.eval.batch_size, s.dev, s.dtype)
+            report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
+    return history, stepper
 
-    v = evaluate(task, wrapped, noisy_val, cfg.eval_batch_size, dev, input_dtype)
-    final = evaluate(task, wrapped, noisy_test, cfg.eval_batch_size, dev, input_dtype)
-    clean = evaluate(task, wrapped, test, cfg.eval_batch_size, dev, input_dtype)
-    stored_itemsize = assets.stored_itemsize(assets.model_files_dir(source))
-    size_parts = deployed_size_bytes(model, stored_itemsize)
+
+def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> dict[str, float]:
+    """Evaluate on the noisy validation and test sets and the clean test set, write the artifacts, report."""
+    cfg, batch = s.cfg, s.cfg.eval.batch_size
+    v = evaluate(s.task, s.wrapped, s.noisy.val, batch, s.dev, s.dtype)
+    final = evaluate(s.task, s.wrapped, s.noisy.test, batch, s.dev, s.dtype)
+    clean = evaluate(s.task, s.wrapped, s.splits.test, batch, s.dev, s.dtype)
+    stored_itemsize = assets.stored_itemsize(assets.model_files_dir(s.source))
+    size_parts = deployed_size_bytes(s.model, stored_itemsize)
     # The student before adaptation, at its checkpoint's precision (for a Whisper student: its encoder + head).
-    lora_numel = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
-    original = (counts["total_params"] - lora_numel) * stored_itemsize
+    lora_numel = sum(p.numel() for n, p in s.model.named_parameters() if "lora_" in n)
+    original = (s.counts["total_params"] - lora_numel) * stored_itemsize
     last = history[-1] if history else {}
     metrics: dict[str, float] = {
-        "step": steps,
+        "step": cfg.optim.max_steps,
         "loss": last.get("loss", float("nan")),
         "ctc_loss": last.get("ctc_loss", float("nan")),
         "kd_loss": last.get("kd_loss", float("nan")),  # NaN with λ = 0: no KD term was computed
-        "wer": final["wer"], "cer": final["cer"], "wer_noisy": final["wer"], "cer_noisy": final["cer"],
-        "wer_clean": clean["wer"], "cer_clean": clean["cer"], "val_wer": v["wer"], "val_cer": v["cer"],
-        "train_samples_per_s": timer.rate if steps > 0 else 0.0,
-        "peak_vram_mb": reduce_max(peak_vram_mb()),
-        "peak_host_mem_mb": reduce_max(peak_host_mem_mb()),
-        "model_size_mb": size_parts["total"] / MB,
-        "compression_ratio": original / size_parts["total"],
-        "latency_ms_per_utt": final["latency_ms_per_utt"], "rtf": final["rtf"],
-        "encoder_window_s": window_s, "lora_targets": float(len(targets) if cfg.lora.enabled else 0),
-        **{k: float(x) for k, x in counts.items()},
+        "wer_noisy": final["wer"], "cer_noisy": final["cer"], "wer_clean": clean["wer"], "cer_clean": clean["cer"],
+        "val_wer": v["wer"], "val_cer": v["cer"],
+        **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
+                           size_bytes=size_parts["total"], original_bytes=original, counts=s.counts),
+        "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
     }
     out = None
-    if rank == 0:
+    if world()[0] == 0:
         out = artifact_dir()
-        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (out / "history.json").write_text(json.dumps(history))
-        (out / "size_breakdown.json").write_text(json.dumps(size_parts, indent=2))
-        for name, rows in (("hypotheses.jsonl", final["rows"]), ("hypotheses_clean.jsonl", clean["rows"])):
-            with open(out / name, "w") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row) + "\n")
-        if cfg.save_adapter and steps > 0:
-            base = model
+        write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"], "hypotheses_clean.jsonl": clean["rows"]},
+                        {"size_breakdown.json": size_parts})
+        if cfg.save_adapter and stepper:
             if cfg.lora.enabled:
-                base.save_pretrained(out / "adapter")
-            extra = {n: p.detach().cpu() for n, p in model.named_parameters() if ".head." in f".{n}"}
-            if projection is not None:
-                extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in projection.state_dict().items()})
+                s.model.save_pretrained(out / "adapter")
+            extra = {n: p.detach().cpu() for n, p in s.model.named_parameters() if ".head." in f".{n}"}
+            if s.projection is not None:
+                extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in s.projection.state_dict().items()})
             if extra:
                 torch.save(extra, out / "head_and_projection.pt")
     report(metrics, out)
     return metrics
 
 
+def run(cfg: DQLoRAConfig) -> dict[str, float]:
+    """Set up, train, evaluate and report; returns the final metrics (also reported to Ray Train when inside it)."""
+    s = setup(cfg)
+    history, stepper = train(s)
+    return finish(s, history, stepper)
+
+
+# --------------------------------------------------------------------------- the method contract
+
 CONFIG = DQLoRAConfig
+MAX_WORKERS: int | None = None
+"""Data-parallel over any number of Ray Train workers (DDP)."""
+
+
+def parse_config(config: dict[str, Any]) -> DQLoRAConfig:
+    return build(DQLoRAConfig, config)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point."""
+    run(parse_config(config))
 
 
 def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
     """The student as released, evaluated on the same noisy test set: full precision, no adapter, no training."""
-    from trainables.config import merge
-
     return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "kd": {"lambda_": 0.0},
                           "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
-
-
-__all__ = ["CONFIG", "ConfigError", "DQLoRAConfig", "parse_config", "run", "train_loop_per_worker", "baseline_config"]

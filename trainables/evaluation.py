@@ -1,19 +1,49 @@
-"""Decoding an evaluation set on every worker and scoring it: corpus WER/CER, per-utterance errors, latency."""
+"""Evaluation: its config, decoding a set on every worker and scoring it (corpus WER/CER, per-utterance
+errors, latency), and the greedy CTC transcriber the CTC models share."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from trainables.batching import SAMPLE_RATE, length_buckets
+from trainables.audio import SAMPLE_RATE
+from trainables.batching import ctc_batch, length_buckets
+from trainables.config import require
 from trainables.metrics import error_rates, utterance_errors
-from trainables.training import all_gather_objects, world
+from trainables.training import all_gather_objects, unwrap, world
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+@dataclass
+class EvalConfig:
+    """How a trial is evaluated."""
+
+    batch_size: int = 16
+    """Utterances per decoding batch."""
+    max_new_tokens: int = 96
+    """Longest transcript a sequence-to-sequence decoder writes, in tokens (and the longest it is trained on)."""
+    every: int = 0
+    """Evaluate on the validation split every this many steps (0 = only at the end)."""
+
+    def check(self) -> None:
+        require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
+        require(self.max_new_tokens >= 1, "max_new_tokens", f"must be at least 1, got {self.max_new_tokens}")
+        require(self.every >= 0, "every", f"must be >= 0 (0 = only at the end), got {self.every}")
+
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether to evaluate on the validation split after `step` (the final evaluation happens anyway)."""
+        return self.every > 0 and step % self.every == 0 and step < max_steps
+
+
+@torch.no_grad()
+def ctc_transcribe(processor: Any, model: torch.nn.Module, utts: list[dict], dev: torch.device,
+                   dtype: torch.dtype) -> list[str]:
+    """Greedy CTC decoding of a wav2vec2-style model with its processor's vocabulary."""
+    batch = ctc_batch(processor, utts)
+    logits = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev)).logits
+    return [t.strip() for t in processor.batch_decode(logits.argmax(-1))]
 
 
 def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,

@@ -17,6 +17,8 @@ def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, 
 
     module = load_method(method)
     module.parse_config(config)  # fail here, on the driver, not in every worker
+    if module.MAX_WORKERS is not None and num_workers > module.MAX_WORKERS:
+        raise ValueError(f"num_workers: method {method!r} trains on at most {module.MAX_WORKERS} worker(s), got {num_workers}")
     resources = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = gpus_per_worker

@@ -307,3 +307,8 @@ def enable_full_finetuning(model: torch.nn.Module) -> None:
 def local_model_dir(source: str) -> Path | None:
     path = Path(source).expanduser()
     return path if (path / "config.json").exists() else None
+
+
+def input_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model's audio inputs must have: that of its convolution weights (the first 3-D parameter)."""
+    return next(p for p in model.parameters() if p.is_floating_point() and p.dim() == 3).dtype

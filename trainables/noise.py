@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
+
+from trainables.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "babble", "folder")
-NOISE_SUFFIXES: tuple[str, ...] = (".wav", ".flac")
 
 
 def _power(x: np.ndarray) -> float:
@@ -90,26 +88,10 @@ def noise_files(noise_dir: Path) -> list[Path]:
     folder = Path(noise_dir).expanduser()
     if not folder.is_dir():
         raise ValueError(f"noise_dir: {str(folder)!r} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in NOISE_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"noise_dir: {str(folder)!r} holds no .wav or .flac files")
     return files
-
-
-@lru_cache(maxsize=32)
-def _read_resampled(path: str, sr: int) -> np.ndarray:
-    audio, native_sr = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if native_sr != sr:
-        g = math.gcd(int(native_sr), sr)
-        audio = resample_poly(audio, sr // g, int(native_sr) // g).astype(np.float32)
-    audio.setflags(write=False)
-    return audio
-
-
-def read_audio(path: Path, sr: int = 16_000) -> np.ndarray:
-    """A sound file as mono float32 at `sr` (cached; the array is read-only)."""
-    return _read_resampled(str(path), sr)
 
 
 def _from_folder(n_samples: int, rng: np.random.Generator, noise_dir: Path, sr: int) -> np.ndarray:
@@ -131,7 +113,7 @@ def make_noise(
     *,
     babble_pool: list[np.ndarray] | None = None,
     noise_dir: Path | None = None,
-    sr: int = 16_000,
+    sr: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """`n_samples` of noise of `kind` (one of NOISE_KINDS) as float32, drawn from `rng`.
 
@@ -165,7 +147,7 @@ def add_noise(
     *,
     babble_pool: list[np.ndarray] | None = None,
     noise_dir: Path | None = None,
-    sr: int = 16_000,
+    sr: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """`clean` with noise of `kind` at `snr_db`; the same seed gives the same result."""
     rng = np.random.default_rng(seed)

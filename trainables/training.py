@@ -1,7 +1,10 @@
-"""Pieces of a training loop that every method shares: device and ranks, optimiser and schedule,
-mixed precision, throughput timing, cross-worker reduction, and reporting to Ray Train.
+"""The training loop's shared mechanics: device and ranks, seeding, the optimiser step, timing,
+cross-worker reduction, and reporting to Ray Train.
 
-Each method's train loop calls these; none of them owns the loop.
+`Stepper.step` is the one place in `trainables/` that steps an optimiser: it owns autocast, fp16 loss
+scaling, gradient accumulation (with DDP's gradient sync skipped on all but the last micro-batch),
+clipping, the optimiser and schedule step, and the throughput timer. A method supplies only the loss
+of one micro-batch; its own loop decides what a step reports and when to evaluate.
 """
 
 from __future__ import annotations
@@ -9,11 +12,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -87,17 +88,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(cfg: OptimConfig, params: list[torch.nn.Parameter], dev: torch.device) -> torch.optim.Optimizer:
-    if not params:
+ParamGroups = list[torch.nn.Parameter] | list[dict[str, Any]]
+"""Parameters to train, or torch parameter groups (dicts with "params" and optional per-group "lr")."""
+
+
+def make_optimizer(cfg: OptimConfig, params: ParamGroups, dev: torch.device) -> torch.optim.Optimizer:
+    groups = params if params and isinstance(params[0], dict) else [{"params": list(params)}]
+    if not any(g["params"] for g in groups):
         raise ConfigError("optim: the model has no trainable parameter")
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if dev.type != "cuda":
         raise ConfigError(f"optim.name: {cfg.name!r} pages optimiser state through CUDA unified memory; use adamw on CPU")
     import bitsandbytes as bnb
 
     cls = bnb.optim.PagedAdamW8bit if cfg.name == "paged_adamw_8bit" else bnb.optim.PagedAdamW32bit
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -111,18 +117,24 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> 
 
 
 def autocast(cfg: OptimConfig, dev: torch.device) -> contextlib.AbstractContextManager:
-    mode = cfg.autocast
-    if mode == "auto":
-        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if dev.type == "cuda" else "off"
+    mode = autocast_mode(cfg, dev)
     if mode == "off":
         return contextlib.nullcontext()
     return torch.autocast(dev.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
+def autocast_mode(cfg: OptimConfig, dev: torch.device) -> str:
+    """off, bf16 or fp16: `auto` is bf16 on CUDA where the GPU has it, fp16 on older GPUs, off on CPU."""
+    if cfg.autocast != "auto":
+        return cfg.autocast
+    if dev.type != "cuda":
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def grad_scaler(cfg: OptimConfig, dev: torch.device) -> torch.amp.GradScaler:
-    """A loss scaler, enabled only for fp16 autocast on CUDA."""
-    fp16 = dev.type == "cuda" and (cfg.autocast == "fp16" or (cfg.autocast == "auto" and not torch.cuda.is_bf16_supported()))
-    return torch.amp.GradScaler(dev.type, enabled=fp16)
+    """A loss scaler, enabled only for fp16 autocast on CUDA (bf16 has fp32's range and needs none)."""
+    return torch.amp.GradScaler(dev.type, enabled=dev.type == "cuda" and autocast_mode(cfg, dev) == "fp16")
 
 
 class Throughput:
@@ -151,6 +163,86 @@ class Throughput:
         return sum(self.samples[start:]) / seconds if seconds > 0 else float("nan")
 
 
+MicroLoss = Callable[[int], tuple[torch.Tensor, dict[str, float]]]
+"""A method's loss on micro-batch i of a step, with the named parts it wants logged (floats)."""
+
+
+class Stepper:
+    """Optimiser, schedule, loss scaler and throughput timer of one training run, and its step.
+
+    `step(micro_loss)` runs `optim.grad_accum` micro-batches (each loss under autocast, divided by
+    the number of micro-batches, scaled when fp16 needs it, and back-propagated), then unscales,
+    clips, steps the optimiser (the scaler skips a step whose gradients overflowed), updates the
+    scale, zeroes the gradients and steps the schedule. It returns the step's mean loss, the mean
+    of each logged part over the micro-batches that gave it, and the learning rate.
+    """
+
+    def __init__(self, cfg: OptimConfig, params: ParamGroups, dev: torch.device,
+                 model: torch.nn.Module | None = None) -> None:
+        self.cfg = cfg
+        self.optimizer = make_optimizer(cfg, params, dev)
+        self.schedule = warmup_cosine(self.optimizer, cfg.warmup_steps, cfg.max_steps)
+        self.scaler = grad_scaler(cfg, dev)
+        self.timer = Throughput()
+        self.dev = dev
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.ddp = model if isinstance(model, torch.nn.parallel.DistributedDataParallel) else None
+        self.world_size = world()[1]
+        self.steps_done = 0
+
+    def step(self, micro_loss: MicroLoss, *, after_backward: Callable[[int], dict[str, float]] | None = None,
+             after_update: Callable[[int], None] | None = None) -> dict[str, float]:
+        """One optimiser step. `after_backward(micro)` may log more parts once a micro-batch's backward
+        is done; `after_update(step)` runs after the optimiser step, before the gradients are zeroed."""
+        cfg, n = self.cfg, self.cfg.grad_accum
+        total = 0.0
+        parts: dict[str, list[float]] = {}
+        with self.timer.step(cfg.batch_size * n * self.world_size):
+            for micro in range(n):
+                # DDP all-reduces gradients in every backward; only the last micro-batch's needs it.
+                last = micro == n - 1
+                sync = self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext()
+                with sync:
+                    with autocast(cfg, self.dev):
+                        loss, logged = micro_loss(micro)
+                        loss = loss / n
+                    self.scaler.scale(loss).backward()
+                total += float(loss.detach())
+                if after_backward is not None:
+                    logged = {**logged, **after_backward(micro)}
+                for key, value in logged.items():
+                    parts.setdefault(key, []).append(value)
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.steps_done += 1
+            if after_update is not None:
+                after_update(self.steps_done)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.step()
+        return {"loss": total, **{k: sum(v) / len(v) for k, v in parts.items()}, "lr": self.schedule.get_last_lr()[0]}
+
+    @property
+    def samples_per_s(self) -> float:
+        """Training throughput over steady-state steps (0 when nothing was trained)."""
+        return self.timer.rate if self.steps_done else 0.0
+
+
+def unwrap(model: torch.nn.Module, *, peft: bool = False) -> torch.nn.Module:
+    """The model inside DDP's wrapper; with `peft`, also inside peft's (the transformers model itself)."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return inner.get_base_model() if peft and hasattr(inner, "get_base_model") else inner
+
+
+def data_parallel(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    """The model wrapped in DDP when this run has more than one worker, else the model itself."""
+    if world()[1] == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     _, size = world()
     if size == 1:
@@ -166,23 +258,3 @@ def reduce_max(value: float) -> float:
 
 def reduce_sum(value: float) -> float:
     return sum(all_gather_objects(value))
-
-
-def report(metrics: dict[str, float], artifacts: Path | None = None) -> None:
-    """Send metrics (and, from rank 0, an artifact directory as the checkpoint) to Ray Train.
-
-    Outside Ray Train (unit tests, notebooks) the metrics are printed.
-    """
-    if not in_ray_train():
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, flush=True)
-        return
-    import ray.train
-
-    checkpoint = None
-    if artifacts is not None and world()[0] == 0:
-        checkpoint = ray.train.Checkpoint.from_directory(str(artifacts))
-    ray.train.report(metrics, checkpoint=checkpoint)
-
-
-def artifact_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="trial-artifacts-"))

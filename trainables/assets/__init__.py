@@ -1,7 +1,7 @@
 """Named models and data sets, offline and on the hub, resolved the same way on driver and workers.
 
 Offline assets are built on first use (or all at once by `python -m platform.assets prepare`)
-into the cache of trainables.cache. A hub name is passed through to transformers / datasets, but
+into the cache of trainables.assets.cache. A hub name is passed through to transformers / datasets, but
 only when the hub is reachable: offline, asking for one fails at once with a one-line error that
 names the offline alternative.
 """
@@ -32,7 +32,7 @@ class Asset:
 
 def _whisper(name: str) -> Callable[[], Path]:
     def ensure() -> Path:
-        from trainables.ct2_whisper import converted_whisper
+        from trainables.assets.ct2_whisper import converted_whisper
 
         return converted_whisper(name)
 
@@ -41,7 +41,7 @@ def _whisper(name: str) -> Callable[[], Path]:
 
 def _corpus(name: str) -> Callable[[], Path]:
     def ensure() -> Path:
-        from trainables.corpus import ensure_corpus
+        from trainables.assets.corpus import ensure_corpus
 
         return ensure_corpus(name)
 
@@ -119,7 +119,7 @@ def resolve_model(name: str) -> str:
 def model_config_if_local(name: str) -> dict | None:
     """The model's config.json when it is on disk already (no build, no download)."""
     if name in ASSETS:
-        from trainables.ct2_whisper import converted_whisper_if_built
+        from trainables.assets.ct2_whisper import converted_whisper_if_built
 
         built = converted_whisper_if_built(name)
         return json.loads((built / "config.json").read_text()) if built else None

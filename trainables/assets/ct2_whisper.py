@@ -33,6 +33,8 @@ from types import ModuleType
 
 import numpy as np
 
+from trainables.audio import SAMPLE_RATE
+
 SUPPORTED_BINARY_VERSIONS = (6,)
 WHISPER_SPEC = "WhisperSpec"
 CONVERTER_VERSION = 1
@@ -43,7 +45,6 @@ _ITEM_SIZES = {**{k: np.dtype(v).itemsize for k, v in _DTYPES.items()}, _BFLOAT1
 
 _CT2_GELU = 3
 _FIRST_MULTILINGUAL_VOCAB = 51865
-_SAMPLING_RATE = 16000
 _HOP_LENGTH = 160
 
 
@@ -401,10 +402,10 @@ def _write_tokenizer(tokenizer_json: Path, ids: _SpecialIds, dims: _Dims, englis
         raise ValueError(f"{tokenizer_json}: tokenizer has {len(tokenizer)} tokens, the model {dims.vocab_size}")
     if tokenizer.convert_tokens_to_ids("<|0.00|>") != ids.no_timestamps + 1:
         raise ValueError(f"{tokenizer_json}: timestamp tokens do not follow <|notimestamps|>")
-    chunk_length = dims.max_source_positions * 2 * _HOP_LENGTH // _SAMPLING_RATE
+    chunk_length = dims.max_source_positions * 2 * _HOP_LENGTH // SAMPLE_RATE
     extractor = WhisperFeatureExtractor(
         feature_size=dims.num_mel_bins,
-        sampling_rate=_SAMPLING_RATE,
+        sampling_rate=SAMPLE_RATE,
         hop_length=_HOP_LENGTH,
         chunk_length=chunk_length,
     )
@@ -595,7 +596,7 @@ def convert_named(name: str, out_dir: Path) -> None:
 
 def _cache_entry(name: str) -> tuple[Path, dict]:
     """Where the converted `name` lives in the asset cache, and the inputs its key is made from."""
-    from trainables.cache import cache_root, input_key
+    from trainables.assets.cache import cache_root, input_key
 
     source = ct2_source(name)
     inputs = {
@@ -608,7 +609,7 @@ def _cache_entry(name: str) -> tuple[Path, dict]:
 
 def converted_whisper(name: str) -> Path:
     """A converted offline Whisper directory in the asset cache, built on first use."""
-    from trainables.cache import build_once
+    from trainables.assets.cache import build_once
 
     target, inputs = _cache_entry(name)
     return build_once(target, lambda tmp: convert_named(name, tmp), inputs)

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from trainables import assets
-from trainables.cache import cache_root
+from trainables.assets.cache import cache_root
 from trainables.config import ConfigError
 
 

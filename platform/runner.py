@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from platform import tracking
+from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
 
-ROOT = Path(__file__).resolve().parents[1]
 STATE_FILE = "sweep.json"
 
 
@@ -133,7 +133,6 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     from ray import tune
 
     from platform import report
-    from platform.sweep import connect_ray, start_local_ray
 
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
     storage_root = storage or str(ROOT / "ray_results")

@@ -380,6 +380,10 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
             if param.type == "grid" and spec.searcher.type != "grid":
                 raise ConfigError(f"{at}.{key}.type: grid parameters need searcher.type grid")
         _check_levels(module, resolved, at, _origins(chosen.config, overrides, preset))
+        if module.MAX_WORKERS is not None and resolved.resources.num_workers > module.MAX_WORKERS:
+            origin = f"presets.{preset}.resources" if chosen.resources is not None else "resources"
+            raise ConfigError(f"{origin}.num_workers: method {spec.method!r} trains on at most {module.MAX_WORKERS} "
+                              f"Ray Train worker(s) per trial, got {resolved.resources.num_workers}")
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None
     return resolved

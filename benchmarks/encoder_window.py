@@ -19,17 +19,17 @@ from trainables.qlora import parse_config, run  # noqa: E402
 
 def untuned(window: float, items: int) -> dict[str, float]:
     return run(parse_config({
-        "data": {"source": "espeak-general", "max_eval_items": items, "max_val_items": 1},
+        "data": {"source": "espeak-general", "max_eval_items": items, "max_val_items": 1, "encoder_window_s": window},
         "precision": {"bits": 32}, "lora": {"enabled": False}, "optim": {"max_steps": 0, "warmup_steps": 0},
-        "encoder_window_s": window, "save_adapter": False,
+        "save_adapter": False,
     }))
 
 
 def training(window: float, steps: int) -> dict[str, float]:
     return run(parse_config({
-        "data": {"source": "espeak-general", "max_eval_items": 1, "max_val_items": 1}, "max_new_tokens": 4,
-        "precision": {"bits": 4}, "optim": {"max_steps": steps, "warmup_steps": 1, "batch_size": 8},
-        "encoder_window_s": window, "save_adapter": False,
+        "data": {"source": "espeak-general", "max_eval_items": 1, "max_val_items": 1, "encoder_window_s": window},
+        "eval": {"max_new_tokens": 4}, "precision": {"bits": 4},
+        "optim": {"max_steps": steps, "warmup_steps": 1, "batch_size": 8}, "save_adapter": False,
     }))
 
 

@@ -9,18 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainables import corpus
-from trainables.cache import CACHE_ENV, cache_root
-from trainables.corpus import (
-    CORPORA,
-    DOMAINS,
-    CorpusSpec,
-    build_corpus,
-    corpus_dir,
-    ensure_corpus,
-    make_sentences,
-    number_words,
-)
+from trainables.assets import corpus
+from trainables.assets.cache import CACHE_ENV, cache_root
+from trainables.assets.corpus import CORPORA, CorpusSpec, build_corpus, corpus_dir, ensure_corpus
+from trainables.assets.sentences import DOMAINS, MAX_WORDS, MIN_WORDS, make_sentences, number_words
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -37,7 +29,7 @@ def test_sentences_are_distinct_plain_words_and_deterministic(domain: str) -> No
     assert first != make_sentences(domain, 600, seed=4)
     for sentence in first:
         assert re.fullmatch(r"[a-z]+( [a-z]+)*", sentence), sentence
-        assert corpus.MIN_WORDS <= len(sentence.split()) <= corpus.MAX_WORDS
+        assert MIN_WORDS <= len(sentence.split()) <= MAX_WORDS
 
 
 def test_general_domain_is_large_and_varied() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.ct2_whisper import (
+from trainables.assets.ct2_whisper import (
     MissingSourceError,
     base_source,
     convert_ct2_whisper,

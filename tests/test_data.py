@@ -12,17 +12,10 @@ import pytest
 import soundfile as sf
 
 from trainables import data
-from trainables.cache import CACHE_ENV
-from trainables.corpus import CORPORA, CorpusSpec, corpus_dir
-from trainables.data import (
-    canonical_split,
-    hash_split,
-    hub_reachable,
-    load_speech,
-    noisy_copy,
-    source_kind,
-    validate_source,
-)
+from trainables.assets.cache import CACHE_ENV
+from trainables.assets.corpus import CORPORA, CorpusSpec, corpus_dir
+from trainables.data import canonical_split, hash_split, hub_reachable, load_speech, source_kind, validate_source
+from trainables.noise import noisy_copies
 
 
 def _tone(seconds: float, sr: int, freq: float = 220.0) -> np.ndarray:
@@ -168,7 +161,7 @@ def test_validate_corpus_source_builds_nothing(tmp_path: Path, monkeypatch: pyte
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-def test_corpus_source_and_noisy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corpus_source_and_noisy_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setitem(CORPORA, "unit-data", CorpusSpec(domain="general", n_train=5, n_validation=1, n_test=2))
     train = load_speech("unit-data", "train")
@@ -178,16 +171,16 @@ def test_corpus_source_and_noisy_copy(tmp_path: Path, monkeypatch: pytest.Monkey
         assert utt["audio"].dtype == np.float32 and len(utt["audio"]) > 16_000
 
     for kind in ("white", "babble"):
-        noisy = noisy_copy(train, kind, 5.0, seed=3)
-        again = noisy_copy(train, kind, 5.0, seed=3)
+        noisy = noisy_copies(train, kind, 5.0, seed=3)
+        again = noisy_copies(train, kind, 5.0, seed=3)
         for clean, a, b in zip(train, noisy, again, strict=True):
             assert a["id"] == clean["id"] and a["text"] == clean["text"]
             assert np.array_equal(a["audio"], b["audio"])
             residual = a["audio"].astype(np.float64) - clean["audio"]
             snr = 10 * np.log10(np.mean(clean["audio"].astype(np.float64) ** 2) / np.mean(residual**2))
             assert abs(snr - 5.0) < 0.1
-    other_seed = noisy_copy(train, "white", 5.0, seed=4)
-    assert not np.array_equal(other_seed[0]["audio"], noisy_copy(train, "white", 5.0, seed=3)[0]["audio"])
+    other_seed = noisy_copies(train, "white", 5.0, seed=4)
+    assert not np.array_equal(other_seed[0]["audio"], noisy_copies(train, "white", 5.0, seed=3)[0]["audio"])
 
 
 def test_hub_loader_decodes_bytes_without_torchcodec(monkeypatch: pytest.MonkeyPatch) -> None:

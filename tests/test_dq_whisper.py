@@ -11,6 +11,7 @@ import torch
 
 from tests.conftest import CONTRACT_METRICS
 from trainables import dq_whisper as dq
+from trainables import fake_quant as fq
 from trainables.config import ConfigError, build
 from trainables.models import PrecisionConfig, load_base_model
 
@@ -105,7 +106,7 @@ def test_8bit_fake_quantisation_changes_logits_by_under_one_percent(teacher: tor
     x = _inputs(teacher)
     with torch.no_grad():
         ref = student(**x).logits
-        bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 8, "embed_bits": 16}))
+        bits = fq.add_fake_quant(student, build(fq.QuantConfig, {"bits": 8, "embed_bits": 16}))
         assert bits and set(bits.values()) == {8}
         quant = student(**x).logits
     rel = float((quant - ref).norm() / ref.norm())
@@ -114,10 +115,10 @@ def test_8bit_fake_quantisation_changes_logits_by_under_one_percent(teacher: tor
 
 def test_fake_quant_edges_and_straight_through_gradients(teacher: torch.nn.Module) -> None:
     student = dq.student_from_teacher(teacher, 0, 0)
-    bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 2}))
+    bits = fq.add_fake_quant(student, build(fq.QuantConfig, {"bits": 2}))
     assert bits["model.encoder.layers.0.fc1"] == 8 and bits["model.decoder.layers.1.fc2"] == 8  # first and last
     assert bits["model.encoder.layers.1.fc1"] == 2 and bits["model.decoder.layers.0.self_attn.q_proj"] == 2
-    assert dq.add_fake_quant(dq.student_from_teacher(teacher, 0, 0), build(dq.QuantConfig, {"bits": 16})) == {}
+    assert fq.add_fake_quant(dq.student_from_teacher(teacher, 0, 0), build(fq.QuantConfig, {"bits": 16})) == {}
     student(**_inputs(teacher)).loss.backward()
     layer = student.get_submodule("model.encoder.layers.1.fc1")
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
@@ -131,7 +132,7 @@ def test_token_embedding_is_quantised_once_for_input_and_tied_output(teacher: to
     from safetensors import safe_open
 
     student = dq.student_from_teacher(teacher, 0, 0)
-    bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 4, "embed_bits": 4}))
+    bits = fq.add_fake_quant(student, build(fq.QuantConfig, {"bits": 4, "embed_bits": 4}))
     emb = student.model.decoder.embed_tokens
     assert bits["model.decoder.embed_tokens"] == 4 and student.proj_out.embedding is emb
     h = torch.randn(2, 3, student.config.d_model)
@@ -141,10 +142,10 @@ def test_token_embedding_is_quantised_once_for_input_and_tied_output(teacher: to
     assert emb.weight.grad.abs().sum() > 0 and emb.scale.grad.abs().sum() > 0
 
     path = tmp_path / "model.safetensors"
-    dq.export_quantised(student, path)
+    fq.export_quantised(student, path)
     with safe_open(str(path), "pt") as fh:
         keys, meta = set(fh.keys()), fh.metadata()
-        codes = dq.unpack_bits(fh.get_tensor("model.decoder.embed_tokens.qweight").numpy(), 4, emb.weight.numel())
+        codes = fq.unpack_bits(fh.get_tensor("model.decoder.embed_tokens.qweight").numpy(), 4, emb.weight.numel())
         scale = fh.get_tensor("model.decoder.embed_tokens.scale").float()
     assert "proj_out.weight" not in keys and "model.decoder.embed_tokens.weight" not in keys
     assert json.loads(meta["proj_out"]) == {"tied_to": "model.decoder.embed_tokens"}
@@ -152,14 +153,14 @@ def test_token_embedding_is_quantised_once_for_input_and_tied_output(teacher: to
     assert torch.allclose(restored, emb.quantised_weight().detach(), rtol=1e-2, atol=1e-6)
 
     plain = dq.student_from_teacher(teacher, 0, 0)
-    assert "model.decoder.embed_tokens" not in dq.add_fake_quant(plain, build(dq.QuantConfig, {"bits": 4, "embed_bits": 16}))
+    assert "model.decoder.embed_tokens" not in fq.add_fake_quant(plain, build(fq.QuantConfig, {"bits": 4, "embed_bits": 16}))
     assert isinstance(plain.model.decoder.embed_tokens, torch.nn.Embedding)
 
 
 def test_decoding_reuses_the_quantised_weight_until_an_update(teacher: torch.nn.Module) -> None:
     """Outside autograd the fake-quantised weight is computed once, and recomputed after an optimiser step."""
     student = dq.student_from_teacher(teacher, 0, 0)
-    dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 4}))
+    fq.add_fake_quant(student, build(fq.QuantConfig, {"bits": 4}))
     layer = student.get_submodule("model.encoder.layers.1.fc1")
     with torch.no_grad():
         first = layer.quantised_weight()
@@ -167,16 +168,16 @@ def test_decoding_reuses_the_quantised_weight_until_an_update(teacher: torch.nn.
     with torch.no_grad():
         layer.weight.add_(0.5 * layer.scale[:, None])
         moved = layer.quantised_weight()
-    assert moved is not first and torch.equal(moved, dq.fake_quant(layer.weight, layer.scale, layer.qmax))
+    assert moved is not first and torch.equal(moved, fq.fake_quant(layer.weight, layer.scale, layer.qmax))
     assert layer.quantised_weight().requires_grad  # in training (autograd on) it is recomputed with gradients
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_packing_round_trips(bits: int) -> None:
     values = np.random.default_rng(bits).integers(0, 2**bits - 1, size=101).astype(np.uint8)
-    packed = dq.pack_bits(values, bits)
+    packed = fq.pack_bits(values, bits)
     assert packed.nbytes == math.ceil(101 * bits / 8)
-    assert np.array_equal(dq.unpack_bits(packed, bits, 101), values)
+    assert np.array_equal(fq.unpack_bits(packed, bits, 101), values)
 
 
 def test_exported_4bit_student_size(teacher: torch.nn.Module, tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ def test_exported_4bit_student_size(teacher: torch.nn.Module, tmp_path: Path) ->
     from safetensors import safe_open
 
     student = dq.student_from_teacher(teacher, 0, 0)
-    bits = dq.add_fake_quant(student, build(dq.QuantConfig, {"bits": 4, "edge_bits": 8}))
+    bits = fq.add_fake_quant(student, build(fq.QuantConfig, {"bits": 4, "edge_bits": 8}))
     mods = {n: student.get_submodule(n) for n in bits}
     packed = sum(math.ceil(m.weight.numel() * bits[n] / 8) for n, m in mods.items())
     scales = sum(2 * m.out_features for m in mods.values())
@@ -193,7 +194,7 @@ def test_exported_4bit_student_size(teacher: torch.nn.Module, tmp_path: Path) ->
     rest = sum(2 * p.numel() for i, p in unique.items() if i not in quantised_ids)  # embeddings, norms, convs, biases
     fp16_weights = sum(2 * m.weight.numel() for m in mods.values())
 
-    parts = dq.export_quantised(student, tmp_path / "model.safetensors")
+    parts = fq.export_quantised(student, tmp_path / "model.safetensors")
     expected = packed + scales + rest
     assert parts["file"] == (tmp_path / "model.safetensors").stat().st_size
     assert parts["file"] - parts["header"] == expected
@@ -204,7 +205,7 @@ def test_exported_4bit_student_size(teacher: torch.nn.Module, tmp_path: Path) ->
     assert packed < 0.5 * fp16_weights  # even with 8-bit edges, well under half of fp16
     with safe_open(str(tmp_path / "model.safetensors"), "pt") as fh:
         name = "model.encoder.layers.1.fc1"
-        q = dq.unpack_bits(fh.get_tensor(f"{name}.qweight").numpy(), 4, mods[name].weight.numel()).astype(np.int16) - 7
+        q = fq.unpack_bits(fh.get_tensor(f"{name}.qweight").numpy(), 4, mods[name].weight.numel()).astype(np.int16) - 7
         assert np.array_equal(q.reshape(mods[name].weight.shape), mods[name].integer_weight().numpy())
 
 
@@ -237,7 +238,7 @@ def _run_config(teacher_dir: Path, **over: dict) -> dq.DQWhisperConfig:
     base = {"teacher": str(teacher_dir), "student": {"encoder_layers": 1, "decoder_layers": 1},
             "data": {"source": "espeak-smoke", "max_train_items": 8, "max_val_items": 2, "max_eval_items": 2},
             "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4}, "quant": {"bits": 4},
-            "max_new_tokens": 8, "eval_batch_size": 2}
+            "eval": {"max_new_tokens": 8, "batch_size": 2}}
     from trainables.config import merge
 
     return dq.parse_config(merge(base, over))

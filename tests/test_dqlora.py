@@ -26,8 +26,7 @@ from trainables.dqlora import (
     teacher_states,
     whisper_frames,
 )
-from trainables.qlora import _CTC
-from trainables.qlora import parse_config as qlora_config
+from trainables.qlora import CTCTask
 
 CPU = torch.device("cpu")
 
@@ -54,7 +53,7 @@ def test_lambda_zero_is_exactly_plain_ctc(tiny_wav2vec2_dir: Path, smoke: list[d
     cfg = parse_config({"student": str(tiny_wav2vec2_dir), "precision": {"bits": 32}, "kd": {"lambda_": 0.0}})
     model, task, _ = build_student(cfg, str(tiny_wav2vec2_dir), CPU, 0.0)
     noisy = noisy_utterances(smoke[:4], cfg.noise, seed=0)
-    plain = _CTC(qlora_config({"model": str(tiny_wav2vec2_dir), "precision": {"bits": 32}}), str(tiny_wav2vec2_dir))
+    plain = CTCTask(str(tiny_wav2vec2_dir))
     model.train()
 
     class Untouchable(dict):

@@ -355,7 +355,7 @@ def test_heatmap_png_is_written(tiny_whisper_dir: Path, tmp_path: Path) -> None:
 # Wired into the QLoRA trainable (runs once qlora.QLoRAConfig has its `entropy` field)
 
 RUN = {"data": {"source": "espeak-smoke", "max_eval_items": 4, "max_val_items": 4}, "precision": {"bits": 32},
-       "lora": {"r": 2}, "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4}, "max_new_tokens": 8,
+       "lora": {"r": 2}, "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4}, "eval": {"max_new_tokens": 8},
        "save_adapter": False}
 
 

@@ -141,7 +141,7 @@ def test_qlora_nf4_lowers_wer_below_the_untuned_model() -> None:
     evaluated as released (fp32, 30-second window).
     """
     data = {"source": "espeak-general", "max_eval_items": 64, "max_val_items": 8}
-    untuned = run(parse_config({"data": data, "optim": {"max_steps": 0, "warmup_steps": 0}, "encoder_window_s": 30.0}))
+    untuned = run(parse_config({"data": {**data, "encoder_window_s": 30.0}, "optim": {"max_steps": 0, "warmup_steps": 0}}))
     tuned = run(parse_config({
         "data": data, "precision": {"bits": 4, "quant_type": "nf4", "double_quant": True},
         "lora": {"r": 8}, "optim": {"max_steps": 40, "warmup_steps": 4, "lr": 1e-3, "batch_size": 8},
@@ -155,7 +155,7 @@ def test_adalora_prunes_to_the_uniform_budget(tiny_whisper_dir: Path) -> None:
     """AdaLoRA starts above rank r and ends with the budget of uniform rank r."""
     metrics = run(parse_config({
         "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 2, "max_val_items": 2},
-        "precision": {"bits": 32}, "max_new_tokens": 2,
+        "precision": {"bits": 32}, "eval": {"max_new_tokens": 2},
         "lora": {"kind": "adalora", "r": 2, "modules": ["q", "v"]},
         "optim": {"max_steps": 12, "warmup_steps": 1, "batch_size": 2},
     }))
@@ -168,7 +168,7 @@ def test_nf4_trains_after_a_mid_training_evaluation(tiny_whisper_dir: Path) -> N
     """Evaluating (eval mode, no grad) then training again must work on 4-bit layers on the CPU."""
     metrics = run(parse_config({
         "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 2, "max_val_items": 2},
-        "precision": {"bits": 4}, "max_new_tokens": 2, "eval_every": 1,
+        "precision": {"bits": 4}, "eval": {"max_new_tokens": 2, "every": 1},
         "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 2},
     }))
     assert metrics["step"] == 3 and math.isfinite(metrics["loss"])

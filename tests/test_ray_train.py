@@ -27,7 +27,7 @@ def test_two_worker_torch_trainer_reports_contract_metrics(ray_local, tiny_whisp
 
     config = {
         "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 6, "max_val_items": 4},
-        "precision": {"bits": 32}, "lora": {"r": 4}, "max_new_tokens": 4,
+        "precision": {"bits": 32}, "lora": {"r": 4}, "eval": {"max_new_tokens": 4},
         "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 2},
     }
     trainer = torch_trainer("qlora", config, num_workers=2, cpus_per_worker=1, storage_path=str(tmp_path), name="two")

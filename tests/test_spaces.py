@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from platform import sweep
+from platform import cluster, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 def _no_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --dry-run, main() joins a running cluster (RAY_ADDRESS, `ray start`) to pick the preset; here
     there is none, so Ray would only start when the sweep runs, after validation."""
-    monkeypatch.setattr(sweep, "running_cluster", lambda: False)
+    monkeypatch.setattr(cluster, "running_cluster", lambda: False)
     assert not ray.is_initialized()
 
 

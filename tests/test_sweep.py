@@ -22,7 +22,7 @@ def write_sweep(path: Path, model: Path, space: dict, **extra) -> Path:
         "method": "qlora",
         "description": "test sweep",
         "config": {
-            "model": str(model), "precision": {"bits": 32}, "max_new_tokens": 4,
+            "model": str(model), "precision": {"bits": 32}, "eval": {"max_new_tokens": 4},
             "data": {"source": "espeak-smoke", "max_eval_items": 4, "max_val_items": 2},
             "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 2},
         },

@@ -15,14 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.assets.ct2_whisper import (
-    MissingSourceError,
-    base_source,
-    convert_ct2_whisper,
-    read_ct2,
-    read_ct2_tensors,
-    tiny_en_source,
-)
+from trainables.assets.ct2_whisper import MissingSourceError, base_source, convert_ct2_whisper, read_ct2, tiny_en_source
 
 F32, I8, I16, I32, F16, BF16 = range(6)
 
@@ -87,7 +80,7 @@ def test_reader_joins_parts_split_inside_a_tensor(tmp_path: Path) -> None:
     parts[0].write_bytes(blob[:cut])
     parts[1].write_bytes(b"")
     parts[2].write_bytes(blob[cut:])
-    t = read_ct2_tensors(parts)
+    t = read_ct2(parts).tensors()
     np.testing.assert_array_equal(t["enc/w"], variables["enc/w"][1])
     np.testing.assert_array_equal(t["ids"], variables["ids"][1])
 

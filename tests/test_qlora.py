@@ -18,13 +18,18 @@ from trainables.models import (
     add_lora,
     family_of,
     load_base_model,
-    lora_param_count,
     stack_depths,
     target_module_names,
 )
 from trainables.qlora import parse_config, run
 
 CPU = torch.device("cpu")
+
+
+def lora_param_count(model: torch.nn.Module, names: list[str], r: int) -> int:
+    """Σ r·(d_in + d_out) over the targeted layers: what LoRA should add."""
+    modules = dict(model.named_modules())
+    return sum(r * (modules[n].in_features + modules[n].out_features) for n in names)
 
 PLACEMENTS = [
     {"modules": ["q", "v"]},

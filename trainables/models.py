@@ -7,11 +7,9 @@ through transformers' bitsandbytes integration; adapters come from peft with B i
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -104,14 +102,6 @@ def check_precision_with_lora(precision: PrecisionConfig, lora: LoraConfig, wher
         raise ConfigError(f"{where}lora.enabled: full fine-tuning needs precision.bits 16 or 32, not {precision.bits}")
 
 
-def read_model_config(source: str | Path) -> dict:
-    """config.json of a local model directory."""
-    path = Path(source) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"model: no config.json in {source}")
-    return json.loads(path.read_text())
-
-
 def family_of(model_config: dict) -> Family:
     kind = model_config.get("model_type", "")
     if kind == "whisper":
@@ -174,12 +164,6 @@ def target_module_names(model: torch.nn.Module, family: Family, lora: LoraConfig
 
 def _is_linear(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
-
-
-def lora_param_count(model: torch.nn.Module, names: list[str], r: int) -> int:
-    """Σ r·(d_in + d_out) over the targeted layers: what LoRA should add."""
-    modules = dict(model.named_modules())
-    return sum(r * (modules[n].in_features + modules[n].out_features) for n in names)
 
 
 def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -302,11 +286,6 @@ def adalora_config(names: list[str], lora: LoraConfig, total_steps: int) -> obje
 def enable_full_finetuning(model: torch.nn.Module) -> None:
     for p in model.parameters():
         p.requires_grad_(True)
-
-
-def local_model_dir(source: str) -> Path | None:
-    path = Path(source).expanduser()
-    return path if (path / "config.json").exists() else None
 
 
 def input_dtype(model: torch.nn.Module) -> torch.dtype:

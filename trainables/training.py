@@ -254,7 +254,3 @@ def all_gather_objects(obj: Any) -> list[Any]:
 
 def reduce_max(value: float) -> float:
     return max(all_gather_objects(value))
-
-
-def reduce_sum(value: float) -> float:
-    return sum(all_gather_objects(value))

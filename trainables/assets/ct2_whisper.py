@@ -184,11 +184,6 @@ def read_ct2(files: Sequence[Path] | Path) -> CT2Model:
     return CT2Model(version, spec, revision, variables, aliases, data_bytes)
 
 
-def read_ct2_tensors(files: Sequence[Path] | Path) -> dict[str, np.ndarray]:
-    """Name -> array for every variable and alias of a CTranslate2 `model.bin`."""
-    return read_ct2(files).tensors()
-
-
 def ct2_data_bytes(files: Sequence[Path] | Path) -> int:
     """Bytes of tensor data in a `model.bin` at its stored precision (the original model's size)."""
     return read_ct2(files).data_bytes

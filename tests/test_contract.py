@@ -42,6 +42,7 @@ def test_an_incomplete_method_fails_the_contract(monkeypatch: pytest.MonkeyPatch
     fake.CONFIG = Config
     fake.MAX_WORKERS = 0
     fake.parse_config = lambda config: build(Config, config)
+    fake.run = lambda cfg: {}
     fake.baseline_config = "not a function"
     assert not isinstance(fake, Method)  # no train_loop_per_worker
     problems = contract_problems(fake)

@@ -1,7 +1,9 @@
 """Worker-side code: one module per adaptation method, plus the building blocks they share.
 
 `METHODS` is the explicit registry from a method's name to its module, and `Method` is what such a
-module must define (checked by `load_method` and by tests/test_contract.py over every entry).
+module must define (checked by `load_method` and by tests/test_contract.py over every entry). A method
+file gets `parse_config`, `run` and `train_loop_per_worker` from `trainables.launch.entry_points`, which
+builds them from its `setup`, `train` and `finish`; what differs between methods is written once, in its file.
 """
 
 from __future__ import annotations
@@ -31,8 +33,12 @@ class Method(Protocol):
         """A plain dict (YAML, `--set`, a Tune trial) -> a checked CONFIG; raises ConfigError naming the field."""
         ...
 
+    def run(self, cfg: Any) -> dict[str, float]:
+        """Set up, train, evaluate and report a parsed config in this process; returns the metrics."""
+        ...
+
     def train_loop_per_worker(self, config: dict[str, Any]) -> None:
-        """Ray Train's entry point: set up, train, evaluate and report the contract's metrics."""
+        """Ray Train's entry point: `run(parse_config(config))`."""
         ...
 
     def baseline_config(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +46,7 @@ class Method(Protocol):
         ...
 
 
-_FUNCTIONS = ("parse_config", "train_loop_per_worker", "baseline_config")
+_FUNCTIONS = ("parse_config", "run", "train_loop_per_worker", "baseline_config")
 
 
 def contract_problems(module: Any) -> list[str]:

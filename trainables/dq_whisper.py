@@ -48,10 +48,11 @@ import torch.nn.functional as F
 from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
-from trainables.config import ConfigError, build, merge, require
+from trainables.config import ConfigError, merge, require
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, evaluate
 from trainables.fake_quant import QuantConfig, add_fake_quant, export_quantised
+from trainables.launch import entry_points
 from trainables.metrics import param_counts
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
 from trainables.noise import noisy_copies
@@ -147,6 +148,12 @@ class DQWhisperConfig:
                 require(n <= config[f"{stack}_layers"], f"student.{stack}_layers",
                         f"{n} is more than the teacher's {config[f'{stack}_layers']}")
 
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The teacher as released: every layer kept, unquantised, no training."""
+    return merge(config, {"student": {"source": "teacher_layers", "encoder_layers": 0, "decoder_layers": 0},
+                          "quant": {"bits": 16}, "distill": {"alpha": 0.0}, "data": {"encoder_window_s": 30.0},
+                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_model": False})
 
 
 # --------------------------------------------------------------------------- student construction
@@ -439,7 +446,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     return history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> dict[str, float]:
+def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
     """Evaluate on clean and noisy test sets, export the packed student (its size is model_size_mb), report."""
     cfg, batch = s.cfg, s.cfg.eval.batch_size
     s.student.eval()
@@ -465,35 +472,12 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
                     {"size_breakdown.json": parts})
     if not cfg.save_model:
         (out / "student" / "model.safetensors").unlink()
-    report(metrics, out)
-    return metrics
-
-
-def run(cfg: DQWhisperConfig) -> dict[str, float]:
-    """Distil, quantise-aware train, export and evaluate; returns the final metrics (reported to Ray Train too)."""
-    s = setup(cfg)
-    history, stepper = train(s)
-    return finish(s, history, stepper)
+    return metrics, out
 
 
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = DQWhisperConfig
-MAX_WORKERS: int | None = 1
-"""One Ray Train worker per trial: the dynamic layer matching and the export are written for one process."""
-
-
-def parse_config(config: dict[str, Any]) -> DQWhisperConfig:
-    return build(DQWhisperConfig, config)
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point."""
-    run(parse_config(config))
-
-
-def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The teacher as released: every layer kept, unquantised, no training."""
-    return merge(config, {"student": {"source": "teacher_layers", "encoder_layers": 0, "decoder_layers": 0},
-                          "quant": {"bits": 16}, "distill": {"alpha": 0.0}, "data": {"encoder_window_s": 30.0},
-                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_model": False})
+MAX_WORKERS: int | None = 1  # one Ray Train worker per trial: the dynamic layer matching and the export are written for one process
+parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+# baseline_config (the untuned model's config) is defined with the config, above.

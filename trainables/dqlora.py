@@ -43,30 +43,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets
+from trainables import assets, models
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
-from trainables.config import build, merge, require, to_dict
+from trainables.config import merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
-from trainables.models import (
-    LoraConfig,
-    PrecisionConfig,
-    add_lora,
-    check_lora_against_model,
-    check_precision_with_lora,
-    enable_full_finetuning,
-    family_of,
-    input_dtype,
-    load_base_model,
-    shrink_whisper_encoder,
-    stack_depths,
-    target_module_names,
-    window_positions,
-)
-from trainables.noise import NOISE_KINDS, noisy_copies
+from trainables.models import LoraConfig, PrecisionConfig
+from trainables.noise import noisy_copies
 from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
 from trainables.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
 
@@ -96,7 +83,6 @@ class NoiseConfig:
     """Seed of the evaluation sets' noise, the same for every trial so their hypotheses pair up."""
 
     def check(self) -> None:
-        require(self.kind in NOISE_KINDS, "kind", f"{self.kind!r} is not one of {', '.join(NOISE_KINDS)}")
         require(math.isfinite(self.snr_db) and -20 <= self.snr_db <= 60, "snr_db", f"must be in [-20, 60] dB, got {self.snr_db}")
         if self.snr_range is not None:
             require(len(self.snr_range) == 2, "snr_range", f"must be [low, high], got {self.snr_range}")
@@ -163,14 +149,19 @@ class DQLoRAConfig:
 
     def check(self) -> None:
         require(self.head_lr > 0, "head_lr", f"must be positive, got {self.head_lr}")
-        check_precision_with_lora(self.precision, self.lora)
+        models.check_precision_with_lora(self.precision, self.lora)
         assets.check_model_source(self.student, "student")
         assets.check_data_source(self.data.source, "data.source")
         model_config = assets.model_config_if_local(self.student)
         if model_config is not None:
-            check_lora_against_model(self.lora, model_config)
+            models.check_lora_against_model(self.lora, model_config)
             require("encoder" in self.lora.stacks, "lora.stacks", "the student is a CTC encoder: adapt the encoder")
 
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The student as released, evaluated on the same noisy test set: full precision, no adapter, no training."""
+    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "kd": {"lambda_": 0.0},
+                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
 
 
 # --------------------------------------------------------------------------- noise, alignment, distances
@@ -184,7 +175,7 @@ def noisy_utterances(utts: list[dict], cfg: NoiseConfig, seed: int) -> list[dict
 
 def whisper_frames(n_samples: int, window_s: float) -> int:
     """Encoder frames of an utterance of `n_samples` inside a `window_s` window (⌈n / 320⌉, capped)."""
-    return min(math.ceil(n_samples / SAMPLES_PER_FRAME), window_positions(window_s))
+    return min(math.ceil(n_samples / SAMPLES_PER_FRAME), models.window_positions(window_s))
 
 
 def aligned_lengths(student: torch.Tensor | list[int], teacher: torch.Tensor | list[int]) -> torch.Tensor:
@@ -224,8 +215,8 @@ def load_whisper_encoder(source: str, window_s: float, dev: torch.device) -> tup
     """A frozen fp32 Whisper encoder with its feature extractor, window shortened when window_s < 30."""
     from transformers import WhisperFeatureExtractor
 
-    model = load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
-    shrink_whisper_encoder(model, window_positions(window_s))
+    model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
+    models.shrink_whisper_encoder(model, models.window_positions(window_s))
     encoder = model.get_encoder().eval()
     return encoder, WhisperFeatureExtractor.from_pretrained(source)
 
@@ -373,13 +364,13 @@ def student_width(model: torch.nn.Module) -> int:
 def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: float) -> tuple[torch.nn.Module, Any, list[str]]:
     """(model with adapters, batching/decoding task, adapted module names)."""
     mcfg = assets.load_model_config(source)
-    family = family_of(mcfg)
-    depths = stack_depths(mcfg, family)
-    check_lora_against_model(cfg.lora, mcfg)
+    family = models.family_of(mcfg)
+    depths = models.stack_depths(mcfg, family)
+    models.check_lora_against_model(cfg.lora, mcfg)
     lora = LoraConfig(**{**to_dict(cfg.lora), "stacks": ["encoder"]})
-    base = load_base_model(source, family, cfg.precision, dev)
+    base = models.load_base_model(source, family, cfg.precision, dev)
     if family == "whisper":
-        shrink_whisper_encoder(base, window_positions(window_s))
+        models.shrink_whisper_encoder(base, models.window_positions(window_s))
         model: torch.nn.Module = WhisperCTC(base.get_encoder(), base.config).to(dev)
         model.head.requires_grad_(True)
         task: Any = WhisperCTCStudent(source, window_s)
@@ -391,11 +382,11 @@ def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: f
         require(cfg.kd.lambda_ == 0 or stride == SAMPLES_PER_FRAME, "student",
                 f"frames every {stride} samples; KD aligns frames 1:1 with Whisper's, which needs {SAMPLES_PER_FRAME} (50/s)")
         model, task, heads = base, Wav2Vec2Student(source), []
-    targets = target_module_names(model, family, lora, {"encoder": depths["encoder"]})
+    targets = models.target_module_names(model, family, lora, {"encoder": depths["encoder"]})
     if cfg.lora.enabled:
-        model = add_lora(model, targets, lora)
+        model = models.add_lora(model, targets, lora)
     else:
-        enable_full_finetuning(model)
+        models.enable_full_finetuning(model)
     for head in heads:
         head.requires_grad_(True)
     return model, task, targets
@@ -459,7 +450,7 @@ def setup(cfg: DQLoRAConfig) -> Setup:
     source = assets.resolve_model(cfg.student)
     model, task, targets = build_student(cfg, source, dev, splits.encoder_window_s)
     window_s = splits.encoder_window_s if isinstance(task, WhisperCTCStudent) else 0.0
-    dtype = input_dtype(model)
+    dtype = models.input_dtype(model)
     counts = param_counts(model)
     teacher: dict[str, np.ndarray] | None = None
     projection: torch.nn.Module | None = None
@@ -502,7 +493,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     return history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> dict[str, float]:
+def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
     """Evaluate on the noisy validation and test sets and the clean test set, write the artifacts, report."""
     cfg, batch = s.cfg, s.cfg.eval.batch_size
     v = evaluate(s.task, s.wrapped, s.noisy.val, batch, s.dev, s.dtype)
@@ -538,34 +529,12 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
                 extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in s.projection.state_dict().items()})
             if extra:
                 torch.save(extra, out / "head_and_projection.pt")
-    report(metrics, out)
-    return metrics
-
-
-def run(cfg: DQLoRAConfig) -> dict[str, float]:
-    """Set up, train, evaluate and report; returns the final metrics (also reported to Ray Train when inside it)."""
-    s = setup(cfg)
-    history, stepper = train(s)
-    return finish(s, history, stepper)
+    return metrics, out
 
 
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = DQLoRAConfig
-MAX_WORKERS: int | None = None
-"""Data-parallel over any number of Ray Train workers (DDP)."""
-
-
-def parse_config(config: dict[str, Any]) -> DQLoRAConfig:
-    return build(DQLoRAConfig, config)
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point."""
-    run(parse_config(config))
-
-
-def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The student as released, evaluated on the same noisy test set: full precision, no adapter, no training."""
-    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "kd": {"lambda_": 0.0},
-                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
+MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
+parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+# baseline_config (the untuned model's config) is defined with the config, above.

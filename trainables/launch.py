@@ -1,11 +1,44 @@
-"""Starting a method's train loop on Ray Train workers."""
+"""A method's entry points (parse a config, run it in-process, Ray Train's train loop) and starting
+that loop on Ray Train workers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
 from trainables import load_method
+from trainables.config import build
+
+C = TypeVar("C")
+S = TypeVar("S")
+
+
+def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[S], tuple[Any, Any]],
+                 finish: Callable[..., tuple[dict[str, float], Path | None]],
+                 ) -> tuple[Callable[[dict[str, Any]], C], Callable[[C], dict[str, float]], Callable[[dict[str, Any]], None]]:
+    """`parse_config`, `run` and `train_loop_per_worker` of a method, the same for every method.
+
+    - `parse_config(dict)` builds and checks `config_cls` (a ConfigError names the field);
+    - `run(cfg)` is setup -> train -> finish, then reports the metrics (and, from rank 0, the artifact
+      folder) to Ray Train, or prints them outside it; it returns the metrics;
+    - `train_loop_per_worker(dict)` is Ray Train's entry point: `run(parse_config(dict))`.
+    """
+    from trainables.results import report
+
+    def parse_config(config: dict[str, Any]) -> C:
+        return build(config_cls, config)
+
+    def run(cfg: C) -> dict[str, float]:
+        s = setup(cfg)
+        metrics, artifacts = finish(s, *train(s))
+        report(metrics, artifacts)
+        return metrics
+
+    def train_loop_per_worker(config: dict[str, Any]) -> None:
+        run(parse_config(config))
+
+    return parse_config, run, train_loop_per_worker
 
 
 def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, use_gpu: bool = False,

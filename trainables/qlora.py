@@ -11,6 +11,7 @@ evaluates the untuned model. Run it in-process with `run(config)` or on Ray Trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from trainables.batching import (
     spec_augment,
     whisper_labels,
 )
-from trainables.config import ConfigError, build, merge, require
+from trainables.config import ConfigError, merge, require
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.entropy import (
     ActivationCollector,
@@ -38,6 +39,7 @@ from trainables.entropy import (
     measure_entropy,
 )
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import (
     LoraConfig,
@@ -107,6 +109,12 @@ class QLoRAConfig:
         model_config = assets.model_config_if_local(self.model)
         if model_config is not None:
             check_lora_against_model(self.lora, model_config)
+
+
+def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The untuned model as released: full precision, no adapter, Whisper's own 30 s window, no training."""
+    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "data": {"encoder_window_s": 30.0},
+                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
 
 
 # --------------------------------------------------------------------------- model and loss pieces
@@ -291,7 +299,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     return history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> dict[str, float]:
+def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
     """Evaluate on the validation and test splits, measure the deployed size, write the artifacts, report."""
     cfg = s.cfg
     v = evaluate(s.task, s.wrapped, s.splits.val, cfg.eval.batch_size, s.dev, s.dtype)
@@ -323,34 +331,12 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"]}, extra)
         if cfg.save_adapter and stepper:
             unwrap(s.wrapped).save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
-    report(metrics, out)
-    return metrics
-
-
-def run(cfg: QLoRAConfig) -> dict[str, float]:
-    """Set up, train, evaluate and report; returns the final metrics (also reported to Ray Train when inside it)."""
-    s = setup(cfg)
-    history, stepper = train(s)
-    return finish(s, history, stepper)
+    return metrics, out
 
 
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = QLoRAConfig
-MAX_WORKERS: int | None = None
-"""Data-parallel over any number of Ray Train workers (DDP)."""
-
-
-def parse_config(config: dict[str, Any]) -> QLoRAConfig:
-    return build(QLoRAConfig, config)
-
-
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point."""
-    run(parse_config(config))
-
-
-def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The untuned model as released: full precision, no adapter, Whisper's own 30 s window, no training."""
-    return merge(config, {"precision": {"bits": 32}, "lora": {"enabled": False}, "data": {"encoder_window_s": 30.0},
-                          "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
+MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
+parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+# baseline_config (the untuned model's config) is defined with the config, above.

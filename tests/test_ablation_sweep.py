@@ -14,9 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration  # starts Ray
 
 
 def test_qlora_bits_runs_every_level_with_two_seeds(tmp_path: Path, tiny_whisper_dir: Path) -> None:

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import CONTRACT_METRICS, ROOT
 
+pytestmark = pytest.mark.integration  # starts Ray
+
 
 @pytest.fixture(scope="module")
 def ray_local():

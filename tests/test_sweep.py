@@ -16,6 +16,8 @@ import yaml
 
 from tests.conftest import CONTRACT_METRICS, ROOT
 
+pytestmark = pytest.mark.integration  # starts Ray
+
 
 def write_sweep(path: Path, model: Path, space: dict, **extra) -> Path:
     spec = {

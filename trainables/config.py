@@ -104,7 +104,7 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise ConfigError(f"{_join(where, missing[0])}: required field missing")
-    kwargs = {k: coerce(v, hints[k], _join(where, k)) for k, v in data.items()}
+    kwargs = {k: coerce(_onto_default(cls, k, v), hints[k], _join(where, k)) for k, v in data.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check is not None:
@@ -115,6 +115,22 @@ def build(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
                 raise ConfigError(f"{where}.{exc}") from None
             raise
     return obj
+
+
+def _onto_default(cls: type, name: str, value: Any) -> Any:
+    """A mapping given for a nested-dataclass field, laid over that field's own default.
+
+    `lora: LoraConfig = field(default_factory=lambda: LoraConfig(stacks=["decoder"]))` must keep
+    stacks [decoder] when a file sets only `lora: {r: 4}`; building the mapping alone would fall back
+    to LoraConfig's class defaults instead.
+    """
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, Mapping) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return merge({k.name: getattr(default, k.name) for k in dataclasses.fields(default) if k.init}, value)
 
 
 def require(condition: bool, field: str, message: str) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,12 +61,32 @@ def build_once(target: Path, build: Callable[[Path], None], inputs: dict[str, An
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
+            started = time.perf_counter()
             build(tmp)
             if inputs is not None:
                 (tmp / "inputs.json").write_text(json.dumps(inputs, indent=2, sort_keys=True, default=str))
             (tmp / ".complete").write_text("")
             shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
+            _log_build(target, time.perf_counter() - started)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+BUILD_LOG = "builds.jsonl"
+"""One JSON line per build under the cache root: what was built, when, by which process, in how long."""
+
+
+def _log_build(target: Path, seconds: float) -> None:
+    line = {"target": str(target.relative_to(cache_root())) if target.is_relative_to(cache_root()) else str(target),
+            "seconds": round(seconds, 2), "pid": os.getpid(), "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with _locked(cache_root() / (BUILD_LOG + ".lock")), open(cache_root() / BUILD_LOG, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def builds(prefix: str = "") -> list[dict[str, Any]]:
+    """The build log's entries whose target starts with `prefix` (e.g. "tle/"), oldest first."""
+    path = cache_root() / BUILD_LOG
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return [r for r in rows if r["target"].startswith(prefix)]

@@ -17,6 +17,7 @@ METHODS: dict[str, str] = {
     "qlora": "trainables.qlora",
     "dq_whisper": "trainables.dq_whisper",
     "dqlora": "trainables.dqlora",
+    "whistle": "trainables.whistle",
 }
 
 

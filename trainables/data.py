@@ -347,6 +347,27 @@ def load_speech(
     return _load_folder(Path(source).expanduser(), split, max_items)
 
 
+def load_texts(source: str, *, split: str = "train", max_items: int | None = None, field: str = "text") -> list[str]:
+    """Sentences of a text-only source: a plain-text file (one sentence per line, blank lines skipped) or an
+    offline corpus's `split` (its transcripts only: its audio is never read). Errors name `field` and the file."""
+    if source in CORPORA:
+        from datasets import load_from_disk
+
+        texts = [str(x) for x in load_from_disk(str(ensure_corpus(source)))[canonical_split(split)]["text"]]
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ValueError(f"{field}: {source!r} is neither a text file nor an offline corpus ({', '.join(CORPORA)})")
+        try:
+            texts = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{field}: cannot read {str(path)!r} as UTF-8 text ({exc})") from None
+        texts = [t for t in texts if t]
+        if not texts:
+            raise ValueError(f"{field}: {str(path)!r} holds no sentence (one per line expected)")
+    return texts[:max_items] if max_items is not None else texts
+
+
 @dataclass
 class DataConfig:
     """Which speech to train and evaluate on."""

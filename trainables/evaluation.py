@@ -71,3 +71,16 @@ def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: in
     rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
     return {**rates, "rows": rows, "latency_ms_per_utt": 1000 * total_s / max(1, len(rows)),
             "rtf": total_s / max(total_audio, 1e-9)}
+
+
+@torch.no_grad()
+def whisper_transcribe(model: torch.nn.Module, features: Any, tokenizer: Any, utts: list[dict], dev: torch.device,
+                       dtype: torch.dtype, max_new_tokens: int) -> list[str]:
+    """Greedy Whisper decoding with the real encoder (`features` is a batching.WhisperFeatures); a multilingual
+    model is told the language (English) and the task, an English-only one needs neither."""
+    feats, _ = features.batch(utts)
+    kwargs: dict[str, Any] = {}
+    if getattr(model.generation_config, "is_multilingual", False):
+        kwargs = {"language": "en", "task": "transcribe"}
+    ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=max_new_tokens, **kwargs)
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]

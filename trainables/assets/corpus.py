@@ -130,6 +130,30 @@ class _Job:
     pitch: int
 
 
+def _synthesise_all(jobs: Sequence[_Job], max_duration_s: float, max_rate: int, workers: int | None, desc: str,
+                    progress: bool) -> list[tuple[np.ndarray, int]]:
+    """(audio, rate actually used) of every job, synthesised on a few threads (espeak-ng runs as a process)."""
+    n_workers = workers or min(8, 2 * (os.cpu_count() or 1))
+
+    def run(job: _Job) -> tuple[np.ndarray, int]:
+        return _synth_fitting(job.text, job.voice, job.rate, job.pitch, max_duration_s, max_rate)
+
+    with ThreadPoolExecutor(n_workers) as pool:
+        return list(tqdm(pool.map(run, jobs), total=len(jobs), desc=desc, disable=not progress))
+
+
+def speak(texts: Sequence[str], seed: int, *, voices: Sequence[str] = TRAIN_VOICES,
+          rate_range: tuple[int, int] = (150, 195), pitch_range: tuple[int, int] = (30, 70),
+          max_duration_s: float = 6.0, progress: bool = True) -> list[np.ndarray]:
+    """Any texts spoken the way the corpora are (a seeded voice, rate and pitch per text): TTS for text-only domains."""
+    rng = np.random.default_rng([seed, 99])
+    jobs = [_Job("tts", f"tts-{i:05d}", text, voices[int(rng.integers(len(voices)))],
+                 int(rng.integers(rate_range[0], rate_range[1] + 1)), int(rng.integers(pitch_range[0], pitch_range[1] + 1)))
+            for i, text in enumerate(texts)]
+    results = _synthesise_all(jobs, max_duration_s, max(rate_range[1], 260), None, "espeak-ng tts", progress)
+    return [audio for audio, _ in results]
+
+
 def build_corpus(
     out_dir: Path,
     *,
@@ -173,16 +197,7 @@ def build_corpus(
             jobs.append(_Job(split, f"{domain}-{split}-{i:05d}", text, voice, rate, pitch))
         start += counts[split]
 
-    max_rate = max(rate_range[1], 260)
-    n_workers = workers or min(8, 2 * (os.cpu_count() or 1))
-
-    def run(job: _Job) -> tuple[np.ndarray, int]:
-        return _synth_fitting(job.text, job.voice, job.rate, job.pitch, max_duration_s, max_rate)
-
-    with ThreadPoolExecutor(n_workers) as pool:
-        results = list(
-            tqdm(pool.map(run, jobs), total=len(jobs), desc=f"espeak-ng {domain}", disable=not progress)
-        )
+    results = _synthesise_all(jobs, max_duration_s, max(rate_range[1], 260), workers, f"espeak-ng {domain}", progress)
 
     features = Features(
         {

@@ -1,0 +1,203 @@
+"""WhisTLE: the VAE loss and its schedule, the TLE's shapes and length model, caching, phase 2, the target text."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainables import whistle
+from trainables.assets.cache import CACHE_ENV, builds
+from trainables.config import ConfigError, build, merge
+from trainables.data import load_speech
+
+CPU = torch.device("cpu")
+
+
+def test_beta_zero_and_no_free_bits_is_exactly_the_mse() -> None:
+    torch.manual_seed(0)
+    pred, target = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    mu, logvar = torch.randn(2, 4), torch.randn(2, 4)
+    loss, parts = whistle.vae_loss(pred, target, mu, logvar, beta=0.0, free_bits=0.0)
+    assert torch.equal(loss, torch.nn.functional.mse_loss(pred, target))
+    assert parts["kl"] > 0
+    loss_b, _ = whistle.vae_loss(pred, target, mu, logvar, beta=0.5, free_bits=0.0)
+    assert loss_b > loss
+
+
+def test_kl_is_the_closed_form_for_diagonal_gaussians() -> None:
+    # One latent dimension: q = N(1, e^-1·...) written out by hand for two samples.
+    mu = torch.tensor([[1.0, 0.0], [3.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(4.0)], [0.0, math.log(0.25)]])
+    kl = whistle.kl_per_dim(mu, logvar)
+    # KL(N(m, s²) ‖ N(0, 1)) = ½(m² + s² − 1 − ln s²)
+    dim0 = (0.5 * (1 + 1 - 1 - 0) + 0.5 * (9 + 1 - 1 - 0)) / 2
+    dim1 = (0.5 * (0 + 4 - 1 - math.log(4)) + 0.5 * (0 + 0.25 - 1 - math.log(0.25))) / 2
+    assert torch.allclose(kl, torch.tensor([dim0, dim1]))
+    assert torch.allclose(whistle.kl_per_dim(torch.zeros(3, 5), torch.zeros(3, 5)), torch.zeros(5))
+
+
+def test_free_bits_floor_each_dimension() -> None:
+    pred = target = torch.zeros(1, 2, 3)
+    mu = torch.tensor([[0.2, 1.0, 3.0]])  # KL_d = μ²/2 = 0.02, 0.5, 4.5
+    logvar = torch.zeros(1, 3)
+    loss, parts = whistle.vae_loss(pred, target, mu, logvar, beta=1.0, free_bits=0.6)
+    assert parts["kl"] == pytest.approx(0.02 + 0.5 + 4.5)
+    assert float(loss) == pytest.approx(0 + 0 + (4.5 - 0.6))  # each dimension charged only above 0.6 nats
+
+
+def test_annealed_beta_takes_the_stated_values() -> None:
+    linear = build(whistle.TLEConfig, {"beta": 0.1, "beta_start": 0.0, "beta_schedule": "linear", "anneal_steps": 100})
+    assert [linear.beta_at(s) for s in (0, 50, 100, 400)] == pytest.approx([0.0, 0.05, 0.1, 0.1])
+    cyc = build(whistle.TLEConfig, {"beta": 1.0, "beta_start": 0.2, "beta_schedule": "cyclical", "anneal_steps": 100})
+    assert [cyc.beta_at(s) for s in (0, 25, 50, 99, 100, 125)] == pytest.approx([0.2, 0.6, 1.0, 1.0, 0.2, 0.6])
+    const = build(whistle.TLEConfig, {"beta": 0.3, "beta_schedule": "constant"})
+    assert {const.beta_at(s) for s in (0, 7, 1000)} == {0.3}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_en_dir: Path):  # noqa: ANN201
+    from transformers import WhisperTokenizer
+
+    return WhisperTokenizer.from_pretrained(tiny_en_dir)
+
+
+def test_tle_output_has_the_encoders_shape_for_texts_of_any_length(tokenizer) -> None:  # noqa: ANN001
+    cfg = build(whistle.TLEConfig, {"width": 32, "heads": 2, "layers": 1, "latent_dim": 4, "conv_width": 16})
+    tle = whistle.TextToLatent(cfg, len(tokenizer), d_model=64, frames=250)
+    tle.length_coef.copy_(torch.tensor([1.2, 0.0, 5.0]))
+    for texts in (["hi"], ["a much longer sentence about the ward round this morning", "two"], ["x " * 200]):
+        ids, mask = whistle.tokenize(tokenizer, texts, cfg.max_tokens, CPU)
+        states, mu, logvar = tle(ids, mask, tle.predict_frames(texts))
+        assert states.shape == (len(texts), 250, 64)
+        assert mu.shape == logvar.shape == (len(texts), 4)
+        assert torch.isfinite(states).all()
+    # Frames past a text's speech are the learned "after speech" state, before the convolutions mix them.
+    assert int(tle.predict_frames(["x " * 200])[0]) == 250 and int(tle.predict_frames(["hi"])[0]) >= 1
+
+
+def test_length_model_fits_a_linear_duration() -> None:
+    texts = ["a" * n for n in range(5, 60, 3)]
+    frames = [int(2 * len(t) + 7) for t in texts]
+    coef = whistle.fit_length_model(texts, frames)
+    predicted = [float(torch.tensor(whistle.text_features(t)) @ coef) for t in texts]
+    assert np.allclose(predicted, frames, atol=1e-3)
+
+
+def _config(tiny_whisper_dir: Path, **over: object) -> whistle.WhisTLEConfig:
+    base = {
+        "model": str(tiny_whisper_dir), "mode": "tle",
+        "data": {"source": "espeak-smoke", "max_train_items": 32, "max_val_items": 4, "max_eval_items": 2},
+        "target": {"text": "espeak-smoke", "eval_source": "espeak-smoke", "max_sentences": 8, "max_eval_items": 2},
+        "tle": {"width": 32, "heads": 2, "layers": 1, "latent_dim": 4, "conv_width": 16, "steps": 3, "batch_size": 4,
+                "anneal_steps": 2},
+        "lora": {"r": 2}, "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4},
+        "eval": {"max_new_tokens": 4, "batch_size": 2}, "save_adapter": True,
+    }
+    return whistle.parse_config(merge(base, over))
+
+
+def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encoder(
+        tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    cfg = _config(tiny_whisper_dir)
+    s = whistle.setup(cfg)
+    before = {n: p.detach().clone() for n, p in s.model.named_parameters()}
+    tle_before = {n: p.detach().clone() for n, p in s.tle.state_dict().items()}
+    encoder_calls = []
+    s.model.get_base_model().model.encoder.register_forward_hook(lambda *a: encoder_calls.append(1))
+    history, stepper = whistle.train(s)
+    assert len(history) == 2 and not encoder_calls  # phase 2 never runs the encoder
+    changed = {n for n, p in s.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and ".decoder." in n for n in changed), changed
+    assert all(torch.equal(v, tle_before[n]) for n, v in s.tle.state_dict().items())
+    metrics, out = whistle.finish(s, history, stepper)
+    assert encoder_calls  # evaluation decodes real audio through the real encoder
+    for name in ("wer", "cer", "source_wer", "mse", "kl", "kl_active_dims", "length_rel_error", "tle_size_mb",
+                 "model_size_mb", "compression_ratio", "train_samples_per_s", "peak_host_mem_mb", "latency_ms_per_utt"):
+        assert math.isfinite(metrics[name]), name
+    assert (out / "adapter").is_dir() and (out / "tle" / "tle.pt").exists()
+    assert len((out / "hypotheses.jsonl").read_text().splitlines()) == 2
+    curves = json.loads((out / "history.json").read_text())
+    assert {"tle_mse", "tle_kl", "tle_beta"} <= set().union(*curves) and "loss" in set().union(*curves)
+
+
+@pytest.mark.parametrize("mode", ["text_lm", "tts", "tts+tle"])
+def test_every_mode_trains(mode: str, tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    metrics = whistle.run(_config(tiny_whisper_dir, mode=mode, source_ratio=0.5))
+    assert math.isfinite(metrics["wer"]) and metrics["step"] == 2
+    assert math.isnan(metrics["mse"]) == (mode not in ("tle", "tts+tle"))
+
+
+def test_untuned_mode_trains_nothing(tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    metrics = whistle.run(whistle.parse_config(whistle.baseline_config(to_plain(_config(tiny_whisper_dir)))))
+    assert metrics["train_samples_per_s"] == 0 and metrics["trainable_params"] == 0 and math.isnan(metrics["mse"])
+    assert not builds("tle/") and not builds("encoder-states/")
+
+
+def to_plain(cfg: whistle.WhisTLEConfig) -> dict:
+    from trainables.config import to_dict
+
+    return to_dict(cfg)
+
+
+def test_the_tle_and_encoder_states_are_built_once_and_reused(tiny_whisper_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    whistle.run(_config(tiny_whisper_dir, seed=0))
+    whistle.run(_config(tiny_whisper_dir, seed=1, source_ratio=0.5))  # a second trial: another seed, source steps
+    assert len(builds("tle/")) == 1
+    assert len(builds("encoder-states/source-train-")) == 1
+    whistle.run(_config(tiny_whisper_dir, tle={"beta": 0.5}))  # another TLE config: a new TLE, the same states
+    assert len(builds("tle/")) == 2 and len(builds("encoder-states/source-train-")) == 1
+
+
+def test_target_text_from_a_file(tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    text = tmp_path / "ward.txt"
+    text.write_text("please check the blood pressure\n\n  give two tablets of paracetamol  \nthe patient is stable\n"
+                    "start the antibiotics today\nbleep the registrar\n")
+    s = whistle.setup(_config(tiny_whisper_dir, target={"text": str(text), "max_sentences": None}))
+    assert s.target_texts[1] == "give two tablets of paracetamol" and len(s.target_texts) == 5
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, r"^target\.text: '.*missing\.txt' is neither a text file nor an offline corpus"),
+    ("\n  \n", r"^target\.text: '.*empty\.txt' holds no sentence"),
+    (b"\xff\xfe\x00bad", r"^target\.text: cannot read '.*bad\.txt' as UTF-8 text"),
+])
+def test_a_bad_target_text_fails_with_one_line(content: str | bytes | None, message: str, tmp_path: Path,
+                                               tiny_whisper_dir: Path) -> None:
+    name = {None: "missing.txt", "\n  \n": "empty.txt"}.get(content, "bad.txt") if not isinstance(content, bytes) else "bad.txt"
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        whistle.parse_config({"model": str(tiny_whisper_dir), "target": {"text": str(path)}})
+    assert "\n" not in str(err.value)
+
+
+def test_the_encoder_must_stay_frozen(tiny_whisper_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^lora\.stacks: WhisTLE tunes the decoder only"):
+        whistle.parse_config({"model": str(tiny_whisper_dir), "lora": {"stacks": ["encoder", "decoder"]}})
+
+
+@pytest.mark.slow
+def test_length_model_predicts_held_out_frames_within_twenty_percent() -> None:
+    """The local preset's length model on espeak-general: fitted on train, checked on validation utterances."""
+    train = load_speech("espeak-general", "train", max_items=1000)
+    val = load_speech("espeak-general", "validation", max_items=100)
+    frames = 250
+    coef = whistle.fit_length_model([u["text"] for u in train], [whistle.speech_frames(u, frames) for u in train])
+    truth = np.array([whistle.speech_frames(u, frames) for u in val], dtype=float)
+    predicted = np.array([float(torch.tensor(whistle.text_features(u["text"])) @ coef) for u in val])
+    relative = np.abs(predicted - truth) / truth
+    assert relative.mean() < 0.2, relative.mean()

@@ -300,3 +300,10 @@ def test_a_smaller_pretrained_student_is_distilled_through_a_projection(
     assert metrics["student_decoder_layers"] == 1 and metrics["student_encoder_layers"] == 1
     assert math.isfinite(metrics["kd_loss"]) and metrics["kd_loss"] > 0 and math.isfinite(metrics["hidden_loss"])
     assert metrics["compression_ratio"] > 1
+
+
+def test_a_section_given_in_part_keeps_the_methods_own_defaults_for_the_rest() -> None:
+    """dq_whisper's optim defaults (lr 1e-4, batch 4) stay when a file sets only optim.max_steps."""
+    cfg = dq.parse_config({"optim": {"max_steps": 64}})
+    assert (cfg.optim.max_steps, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.warmup_steps) == (64, 1e-4, 4, 4)
+    assert cfg.data.max_train_items == 128

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # annotations only: importing the registry stays free of torch
+    import torch
+
+    from trainables.inference import Recogniser
 
 METHODS: dict[str, str] = {
     "qlora": "trainables.qlora",
@@ -46,8 +52,19 @@ class Method(Protocol):
         """The config that evaluates the untuned model (no training), measured once per sweep."""
         ...
 
+    def recogniser(self, artifacts: Path, device: torch.device) -> Recogniser:
+        """A finished trial's result, from its artifact folder, loaded on `device` and ready to transcribe
+        (`python -m platform.transcribe`); raises trainables.inference.ArtifactError naming what is missing."""
+        ...
 
-_FUNCTIONS = ("parse_config", "run", "train_loop_per_worker", "baseline_config")
+    def export(self, artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
+        """Write a finished trial's result to `out_dir` as a model folder others can load (a standard
+        transformers folder where the result is one; `adapter_only`: the adapter, naming its base) and
+        return one line saying what was written (`python -m platform.export`)."""
+        ...
+
+
+_FUNCTIONS = ("parse_config", "run", "train_loop_per_worker", "baseline_config", "recogniser", "export")
 
 
 def contract_problems(module: Any) -> list[str]:

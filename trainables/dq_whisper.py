@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +53,22 @@ from trainables.config import ConfigError, merge, require
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, evaluate
 from trainables.fake_quant import QuantConfig, add_fake_quant, export_quantised
+from trainables.inference import (
+    ArtifactError,
+    Recogniser,
+    TaskRecogniser,
+    Trial,
+    copy_loader,
+    prepare_out_dir,
+    published_name,
+    read_trial,
+    whisper_processor,
+    whole_second_window,
+    widen_whisper_window,
+    write_manifest,
+)
 from trainables.launch import entry_points
+from trainables.loaders.quantised_whisper import dequantised_state_dict, model_from_state
 from trainables.metrics import param_counts
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
 from trainables.noise import noisy_copies
@@ -475,9 +491,90 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
     return metrics, out
 
 
+# --------------------------------------------------------------------------- using the result: transcribe, export
+
+
+def student_config(cfg: DQWhisperConfig, teacher_source: str, state: dict[str, torch.Tensor]) -> Any:
+    """The Whisper config of an exported student: its source's, with the layer counts and encoder window its
+    weights have."""
+    from transformers import WhisperConfig
+
+    source = teacher_source if cfg.student.source == "teacher_layers" else assets.resolve_model(cfg.student.source)
+    layers = {stack: len({k.split(".")[3] for k in state if k.startswith(f"model.{stack}.layers.")})
+              for stack in ("encoder", "decoder")}
+    return WhisperConfig.from_pretrained(source, encoder_layers=layers["encoder"], decoder_layers=layers["decoder"],
+                                         max_source_positions=state["model.encoder.embed_positions.weight"].shape[0])
+
+
+def load_result(trial: Trial, dev: torch.device) -> tuple[DQWhisperConfig, str, torch.nn.Module]:
+    """(config, teacher source, model) of a finished trial: the student as exported (its packed file, dequantised
+    by the loader shipped with exports), with its source's generation config."""
+    from transformers import GenerationConfig
+
+    cfg = trial.parsed(parse_config)
+    if not cfg.save_model:
+        raise ArtifactError(f"{trial.path}: this trial saved no student (save_model is false)")
+    packed = trial.file("student/model.safetensors", "the packed quantised student")
+    teacher_source = assets.resolve_model(cfg.teacher)
+    state = dequantised_state_dict(packed)
+    model = model_from_state(state, student_config(cfg, teacher_source, state))
+    model.generation_config = GenerationConfig.from_pretrained(teacher_source)
+    return cfg, teacher_source, model.to(dev)
+
+
+def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
+    """The trial's student as deployed: its packed weights, dequantised."""
+    trial = read_trial(artifacts)
+    cfg, teacher_source, model = load_result(trial, device)
+    task = WhisperTask(teacher_source, trial.window_s, cfg.eval.max_new_tokens)
+    return TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
+
+
+def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
+    """The student at its quantised precision (the packed file as measured by `model_size_mb`), its Whisper
+    config, generation config and processor, and load_quantised.py (trainables/loaders/quantised_whisper.py),
+    which loads it into a transformers Whisper model."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    trial = read_trial(artifacts)
+    if adapter_only:
+        raise ArtifactError(f"{trial.path}: --adapter-only: dq_whisper trains the whole student, it has no adapter")
+    out = prepare_out_dir(out_dir)
+    cfg, teacher_source, model = load_result(trial, torch.device("cpu"))
+    seconds = whole_second_window(trial.window_s)
+    packed = trial.file("student/model.safetensors")
+    with safe_open(str(packed), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    bits = sorted({int(json.loads(v)["bits"]) for v in meta.values() if "bits" in json.loads(v)})
+    if model.config.max_source_positions == 50 * seconds:
+        shutil.copy(packed, out / "model.safetensors")
+    else:  # widen the window: the packed file with a longer fp16 position table
+        widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(teacher_source).as_posix())
+        with safe_open(str(packed), framework="pt") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        tensors["model.encoder.embed_positions.weight"] = model.model.encoder.embed_positions.weight.detach().half()
+        save_file(tensors, str(out / "model.safetensors"), metadata=meta)
+    model.config.save_pretrained(out)
+    generation = model.generation_config
+    generation.max_new_tokens = cfg.eval.max_new_tokens  # as the trial decoded
+    if getattr(generation, "is_multilingual", False):
+        generation.language, generation.task = "en", "transcribe"
+    generation.save_pretrained(out)
+    whisper_processor(teacher_source, seconds).save_pretrained(out)
+    copy_loader("quantised_whisper", out, "load_quantised.py")
+    write_manifest(out, trial, "dq_whisper", "packed_quantised_whisper", loader="load_quantised.py", bits=bits,
+                   teacher=published_name(cfg.teacher), encoder_window_s=seconds)
+    size = (out / "model.safetensors").stat().st_size / 2**20
+    return (f"dq_whisper: the quantised student ({'/'.join(map(str, bits)) or '16'}-bit weights packed, {size:.1f} MB), "
+            f"its config, generation config and processor, and load_quantised.py (model, processor = load(folder): "
+            f"a transformers Whisper model, weights dequantised in memory), in {out}")
+
+
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = DQWhisperConfig
 MAX_WORKERS: int | None = 1  # one Ray Train worker per trial: the dynamic layer matching and the export are written for one process
 parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
-# baseline_config (the untuned model's config) is defined with the config, above.
+# baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
+# (a finished trial's result, transcribing and exported) just above.

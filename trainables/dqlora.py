@@ -50,6 +50,21 @@ from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
 from trainables.config import merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.inference import (
+    ArtifactError,
+    Recogniser,
+    TaskRecogniser,
+    Trial,
+    copy_adapter,
+    copy_loader,
+    dequantise_linears,
+    prepare_out_dir,
+    published_name,
+    read_trial,
+    whole_second_window,
+    widen_whisper_window,
+    write_manifest,
+)
 from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
@@ -361,8 +376,10 @@ def student_width(model: torch.nn.Module) -> int:
     return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
 
 
-def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: float) -> tuple[torch.nn.Module, Any, list[str]]:
-    """(model with adapters, batching/decoding task, adapted module names)."""
+def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: float, *,
+                  adapters: bool = True) -> tuple[torch.nn.Module, Any, list[str]]:
+    """(model with adapters, batching/decoding task, adapted module names); `adapters=False`: the frozen
+    student as loaded, with no adapter yet (a finished trial's adapter is loaded into it)."""
     mcfg = assets.load_model_config(source)
     family = models.family_of(mcfg)
     depths = models.stack_depths(mcfg, family)
@@ -383,6 +400,8 @@ def build_student(cfg: DQLoRAConfig, source: str, dev: torch.device, window_s: f
                 f"frames every {stride} samples; KD aligns frames 1:1 with Whisper's, which needs {SAMPLES_PER_FRAME} (50/s)")
         model, task, heads = base, Wav2Vec2Student(source), []
     targets = models.target_module_names(model, family, lora, {"encoder": depths["encoder"]})
+    if not adapters:
+        return model, task, targets
     if cfg.lora.enabled:
         model = models.add_lora(model, targets, lora)
     else:
@@ -532,9 +551,90 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
     return metrics, out
 
 
+# --------------------------------------------------------------------------- using the result: transcribe, export
+
+
+def load_result(trial: Trial, dev: torch.device, *, merged: bool = False) -> tuple[DQLoRAConfig, str, torch.nn.Module, Any]:
+    """(config, student source, model, decoding task) of a finished trial: the student at its trained precision
+    with its adapter and CTC head (the KD projection is not part of it). `merged`: quantised layers dequantised
+    and the adapter merged in."""
+    from peft import PeftModel
+
+    # Distillation and noise are training-only: parse without needing the teacher or a noise folder.
+    cfg = trial.parsed(parse_config, {"kd": {"lambda_": 0.0}, "noise": {"kind": "white", "noise_dir": None}})
+    if cfg.optim.max_steps == 0 or not cfg.save_adapter or not cfg.lora.enabled:
+        why = ("optim.max_steps is 0" if cfg.optim.max_steps == 0 else "save_adapter is false" if not cfg.save_adapter
+               else "lora.enabled is false: the fine-tuned encoder is not saved")
+        raise ArtifactError(f"{trial.path}: this trial saved no trained student ({why})")
+    source = assets.resolve_model(cfg.student)
+    model, task, _ = build_student(cfg, source, dev, trial.window_s, adapters=False)
+    if merged:
+        dequantise_linears(model)
+    model = PeftModel.from_pretrained(model, str(trial.file("adapter", "save_adapter writes it")))
+    if isinstance(task, WhisperCTCStudent):
+        saved = torch.load(trial.file("head_and_projection.pt", "the trained CTC head"), map_location=dev)
+        head = {k: v for k, v in saved.items() if not k.startswith("kd_projection.")}
+        unexpected = model.load_state_dict(head, strict=False).unexpected_keys
+        if unexpected or not head:
+            raise ArtifactError(f"{trial.path / 'head_and_projection.pt'}: does not fit the student ({unexpected[:2]})")
+    return cfg, source, (model.merge_and_unload() if merged else model).eval(), task
+
+
+def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
+    """The trial's student as it was evaluated, on the audio as given (noise is only for training and scoring)."""
+    trial = read_trial(artifacts)
+    cfg, _, model, task = load_result(trial, device)
+    return TaskRecogniser(task, model, device, models.input_dtype(model), trial.window_s, cfg.eval.batch_size)
+
+
+def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
+    """A wav2vec2 student: a standard transformers CTC folder (adapter merged, fp16). The offline student,
+    Whisper's encoder with a character CTC head, is no transformers model: its merged fp16 weights, config,
+    feature extractor, vocabulary and a standalone loader (trainables/loaders/whisper_ctc.py)."""
+    from safetensors.torch import save_file
+
+    trial = read_trial(artifacts)
+    out = prepare_out_dir(out_dir)
+    if adapter_only:
+        cfg = trial.parsed(parse_config, {"kd": {"lambda_": 0.0}, "noise": {"kind": "white", "noise_dir": None}})
+        base = published_name(cfg.student)
+        copy_adapter(trial, out, base)
+        head_note = ""
+        if (trial.path / "head_and_projection.pt").exists():
+            saved = torch.load(trial.path / "head_and_projection.pt", map_location="cpu")
+            save_file({k.split("head.", 1)[1]: v.contiguous() for k, v in saved.items() if ".head." in f".{k}"},
+                      str(out / "ctc_head.safetensors"))
+            head_note = " and the character CTC head (ctc_head.safetensors: weight, bias over vocab.json)"
+            (out / "vocab.json").write_text(json.dumps(CHARS))
+        write_manifest(out, trial, "dqlora", "peft_adapter", base=base, encoder_window_s=trial.window_s)
+        return f"dqlora: the peft LoRA adapter on the student {base}'s encoder{head_note} in {out}"
+    cfg, source, model, task = load_result(trial, torch.device("cpu"), merged=True)
+    if isinstance(task, Wav2Vec2Student):
+        model.to(torch.float16).save_pretrained(out)
+        task.processor.save_pretrained(out)
+        write_manifest(out, trial, "dqlora", "transformers", base=cfg.student, dtype="float16")
+        return (f"dqlora: the wav2vec2 CTC student, its LoRA adapter merged in, at fp16, with its processor, in {out}; "
+                f"load with transformers.pipeline('automatic-speech-recognition', model='{out}')")
+    seconds = whole_second_window(trial.window_s)
+    widen_whisper_window(model.model.encoder, model.config, seconds, assets.model_files_dir(source).as_posix())
+    state = {k.removeprefix("model."): v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    model.config.save_pretrained(out)
+    task.features.fe.__class__(**{**task.features.fe.to_dict(), "chunk_length": seconds}).save_pretrained(out)
+    (out / "vocab.json").write_text(json.dumps(CHARS))
+    copy_loader("whisper_ctc", out, "load_ctc.py")
+    write_manifest(out, trial, "dqlora", "whisper_encoder_ctc", base=cfg.student, dtype="float16",
+                   loader="load_ctc.py", encoder_window_s=seconds)
+    return (f"dqlora: the student is Whisper's encoder with a character CTC head, which transformers has no model class "
+            f"for, so this is not a transformers.pipeline folder: wrote its weights (LoRA merged, fp16), Whisper config "
+            f"({seconds} s window), feature extractor, vocab.json and load_ctc.py, a standalone loader "
+            f"(model, features, vocab = load(folder); transcribe(model, features, vocab, audio)), in {out}")
+
+
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = DQLoRAConfig
 MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
 parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
-# baseline_config (the untuned model's config) is defined with the config, above.
+# baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
+# (a finished trial's result, transcribing and exported) just above.

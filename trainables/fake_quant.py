@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.config import require
+from trainables.loaders.quantised_whisper import unpack_bits  # noqa: F401  (reading back is the export loader's job)
 
 QUANT_BITS = (2, 3, 4, 8, 16)
 
@@ -176,11 +177,6 @@ def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     flat = values.reshape(-1).astype(np.uint8)
     planes = (flat[:, None] >> np.arange(bits, dtype=np.uint8)) & 1
     return np.packbits(planes.reshape(-1), bitorder="little")
-
-
-def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
-    planes = np.unpackbits(packed, bitorder="little")[: count * bits].reshape(count, bits)
-    return (planes.astype(np.uint8) << np.arange(bits, dtype=np.uint8)).sum(axis=1).astype(np.uint8)
 
 
 def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:

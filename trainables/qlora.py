@@ -26,7 +26,7 @@ from trainables.batching import (
     spec_augment,
     whisper_labels,
 )
-from trainables.config import ConfigError, merge, require
+from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.entropy import (
     ActivationCollector,
@@ -39,9 +39,25 @@ from trainables.entropy import (
     measure_entropy,
 )
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.inference import (
+    ArtifactError,
+    Recogniser,
+    TaskRecogniser,
+    Trial,
+    copy_adapter,
+    dequantise_linears,
+    prepare_out_dir,
+    published_name,
+    read_trial,
+    whisper_processor,
+    whole_second_window,
+    widen_whisper_window,
+    write_manifest,
+)
 from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import (
+    Family,
     LoraConfig,
     PrecisionConfig,
     add_lora,
@@ -334,9 +350,89 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
     return metrics, out
 
 
+# --------------------------------------------------------------------------- using the result: transcribe, export
+
+
+def load_result(trial: Trial, dev: torch.device, *, merged: bool = False) -> tuple[QLoRAConfig, str, Family, torch.nn.Module]:
+    """(config, base source, family, model) of a finished trial: the base at its trained precision with the
+    adapter, or the fully fine-tuned weights; Whisper's encoder cut to the trained window. `merged`: the
+    quantised layers dequantised (the weights the adapter was trained against) and the adapter merged in."""
+    cfg = trial.parsed(parse_config)
+    if cfg.optim.max_steps == 0 or not cfg.save_adapter:
+        raise ArtifactError(f"{trial.path}: this trial saved no trained weights "
+                            f"({'optim.max_steps is 0' if cfg.optim.max_steps == 0 else 'save_adapter is false'})")
+    source = assets.resolve_model(cfg.model)
+    family = family_of(assets.load_model_config(source))
+    if not cfg.lora.enabled:
+        from transformers import AutoModelForCTC, WhisperForConditionalGeneration
+
+        cls = WhisperForConditionalGeneration if family == "whisper" else AutoModelForCTC
+        model = cls.from_pretrained(trial.file("model", "save_adapter writes it"), dtype="auto").to(dev)
+        return cfg, source, family, model.eval()
+    from peft import PeftModel
+
+    adapter = trial.file("adapter", "save_adapter writes it")
+    model = load_base_model(source, family, cfg.precision, dev)
+    if family == "whisper":
+        shrink_whisper_encoder(model, window_positions(trial.window_s))
+    if merged:
+        dequantise_linears(model)
+    model = PeftModel.from_pretrained(model, str(adapter))
+    return cfg, source, family, (model.merge_and_unload() if merged else model).eval()
+
+
+def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
+    """The trial's model as it was evaluated (quantised base + adapter), decoding with its own task."""
+    trial = read_trial(artifacts)
+    cfg, source, family, model = load_result(trial, device)
+    task = WhisperTask(cfg, source, trial.window_s) if family == "whisper" else CTCTask(source)
+    return TaskRecogniser(task, model, device, input_dtype(model), trial.window_s, cfg.eval.batch_size)
+
+
+def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
+    """A standard transformers folder: the adapter merged into the dequantised base at fp16, with its processor
+    (Whisper's features padded to the trained window); or, `adapter_only`, the peft adapter naming its base."""
+    trial = read_trial(artifacts)
+    cfg = trial.parsed(parse_config)
+    out = prepare_out_dir(out_dir)
+    base = published_name(cfg.model)
+    window = trial.window_s
+    if adapter_only:
+        if not cfg.lora.enabled:
+            raise ArtifactError(f"{trial.path}: --adapter-only: this trial fine-tuned every weight "
+                                "(lora.enabled is false); export the whole model")
+        copy_adapter(trial, out, base)
+        write_manifest(out, trial, "qlora", "peft_adapter", base=base, precision=to_dict(cfg.precision),
+                       encoder_window_s=window)
+        note = f"; it was trained with Whisper's encoder cut to {window:g} s (50 positions a second)" if window else ""
+        return (f"qlora: the peft LoRA adapter for {base} (trained on its {cfg.precision.bits}-bit base) in {out}{note}; "
+                f"load with peft.PeftModel.from_pretrained(<the base model>, '{out}')")
+    cfg, source, family, model = load_result(trial, torch.device("cpu"), merged=True)
+    if family == "whisper":
+        seconds = whole_second_window(window)
+        widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
+        processor = whisper_processor(source, seconds)
+        model.generation_config.max_new_tokens = cfg.eval.max_new_tokens  # as the trial decoded
+    else:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source)
+    model.to(torch.float16).save_pretrained(out)
+    processor.save_pretrained(out)
+    what = "the fully fine-tuned model" if not cfg.lora.enabled else (
+        f"the LoRA adapter merged into the {cfg.precision.bits}-bit base it was trained on (dequantised)")
+    window_note = ""
+    if family == "whisper" and seconds != window:
+        window_note = f"; encoder window widened from {window:g} s to {seconds} s (feature extractors take whole seconds)"
+    write_manifest(out, trial, "qlora", "transformers", base=base, dtype="float16")
+    return (f"qlora: {what}, at fp16, with its processor, in {out}{window_note}; "
+            f"load with transformers.pipeline('automatic-speech-recognition', model='{out}')")
+
+
 # --------------------------------------------------------------------------- the method contract
 
 CONFIG = QLoRAConfig
 MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
 parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
-# baseline_config (the untuned model's config) is defined with the config, above.
+# baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
+# (a finished trial's result, transcribing and exported) just above.

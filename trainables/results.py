@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainables import METHODS
 from trainables.config import to_dict
 from trainables.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.training import in_ray_train, reduce_max, world
@@ -39,9 +40,13 @@ def artifact_dir() -> Path:
 
 def write_artifacts(out: Path, config: Any, metrics: Mapping[str, float], history: list[dict[str, float]],
                     hypotheses: Mapping[str, list[dict]], json_files: Mapping[str, Any] | None = None) -> None:
-    """config.json (the resolved config), metrics.json, history.json, one JSON-lines file per evaluated
-    set (reference, hypothesis and word errors per utterance, for significance tests), and any other JSON."""
+    """config.json (the resolved config), method.json (which method wrote them, so a result can be used
+    from its folder alone), metrics.json, history.json, one JSON-lines file per evaluated set (reference,
+    hypothesis and word errors per utterance, for significance tests), and any other JSON."""
     (out / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+    module = type(config).__module__
+    method = next((name for name, mod in METHODS.items() if mod == module), module)
+    (out / "method.json").write_text(json.dumps({"method": method}))
     (out / "metrics.json").write_text(json.dumps(dict(metrics), indent=2))
     (out / "history.json").write_text(json.dumps(history))
     for name, obj in (json_files or {}).items():

@@ -168,7 +168,7 @@ def test_target_text_from_a_file(tiny_whisper_dir: Path, tmp_path: Path, monkeyp
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, r"^target\.text: '.*missing\.txt' is neither a text file nor an offline corpus"),
+    (None, r"^target\.text: '.*missing\.txt' is neither a text file, an offline corpus"),
     ("\n  \n", r"^target\.text: '.*empty\.txt' holds no sentence"),
     (b"\xff\xfe\x00bad", r"^target\.text: cannot read '.*bad\.txt' as UTF-8 text"),
 ])

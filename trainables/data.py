@@ -347,17 +347,13 @@ def load_speech(
     return _load_folder(Path(source).expanduser(), split, max_items)
 
 
-def load_texts(source: str, *, split: str = "train", max_items: int | None = None, field: str = "text") -> list[str]:
-    """Sentences of a text-only source: a plain-text file (one sentence per line, blank lines skipped) or an
-    offline corpus's `split` (its transcripts only: its audio is never read). Errors name `field` and the file."""
-    if source in CORPORA:
-        from datasets import load_from_disk
-
-        texts = [str(x) for x in load_from_disk(str(ensure_corpus(source)))[canonical_split(split)]["text"]]
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ValueError(f"{field}: {source!r} is neither a text file nor an offline corpus ({', '.join(CORPORA)})")
+def load_texts(source: str, *, split: str = "train", max_items: int | None = None, field: str = "text",
+               hub_config: str | None = None) -> list[str]:
+    """Sentences of a text-only source: a plain-text file (one sentence per line, blank lines skipped), an
+    offline corpus's `split`, or a hub data set's `split` (their transcripts only: the audio is never read).
+    Errors are one line naming `field` and the file."""
+    path = Path(source).expanduser()
+    if path.is_file():
         try:
             texts = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -365,7 +361,32 @@ def load_texts(source: str, *, split: str = "train", max_items: int | None = Non
         texts = [t for t in texts if t]
         if not texts:
             raise ValueError(f"{field}: {str(path)!r} holds no sentence (one per line expected)")
+    elif source in CORPORA:
+        from datasets import load_from_disk
+
+        texts = [str(x) for x in load_from_disk(str(ensure_corpus(source)))[canonical_split(split)]["text"]]
+    elif _looks_like_path(source) or not _HUB_ID.match(source):
+        raise ValueError(f"{field}: {source!r} is neither a text file, an offline corpus ({', '.join(CORPORA)}) "
+                         "nor a hub data set")
+    else:
+        texts = _hub_texts(source, split, hub_config, field)
     return texts[:max_items] if max_items is not None else texts
+
+
+def _hub_texts(name: str, split: str, hub_config: str | None, field: str) -> list[str]:
+    reason = _offline_reason()
+    if reason is not None:
+        raise ValueError(f"{field}: hub data set {name!r} needs the hub, which is unreachable ({reason}); "
+                         "give a text file (one sentence per line) or an offline corpus")
+    from datasets import load_dataset
+
+    spec = _hub_spec(name)
+    hub_split = spec.split_names.get(_SPLIT_ALIASES.get(split, ""), _SPLIT_ALIASES.get(split, split))
+    ds = load_dataset(name, hub_config or spec.config, split=hub_split)
+    column = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
+    if column is None or column not in ds.column_names:
+        raise ValueError(f"{field}: hub data set {name!r} has no transcript column (columns: {', '.join(ds.column_names)})")
+    return [str(x) for x in ds[column]]
 
 
 @dataclass
@@ -417,3 +438,57 @@ def load_splits(cfg: DataConfig) -> Splits:
     test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, hub_config=cfg.hub_config)
     longest_s = max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE
     return Splits(train, val, test, cfg.encoder_window_s or math.ceil(2 * longest_s) / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing and labelling audio without loading it (tracking, platform.transcribe)
+# ---------------------------------------------------------------------------------------------
+
+
+def audio_files(root: Path) -> list[Path]:
+    """Every .wav/.flac file under `root`, sorted."""
+    return _audio_files(root)
+
+
+def transcripts(files: list[Path], root: Path) -> list[str | None]:
+    """Each file's transcript as a local data folder gives it (a same-stem .txt file, or its line in
+    transcripts.tsv or metadata.csv in `root` or the file's own folder); None where there is none."""
+    dirs = sorted({root, *(f.parent for f in files)})
+    mappings = _mappings(dirs)
+    return [_transcript(f, mappings) for f in files]
+
+
+def describe_split(source: str, split: str, max_items: int | None = None, hub_config: str | None = None) -> dict[str, Any]:
+    """What one split of `source` is, cheaply (no audio decoded, nothing built or downloaded), for tracking:
+    `kind`, `uri`, `split`, `size` (utterances; None when only loading a hub data set would tell) and
+    `digest`, of the content where it is known without loading (an offline corpus is named by its build
+    inputs, a folder by its files and transcripts), else of the definition (a hub data set)."""
+    kind = source_kind(source)
+    size: int | None
+    if kind == "corpus":
+        from trainables.assets.corpus import corpus_dir
+
+        spec = CORPORA[source]
+        canonical = canonical_split(split)
+        n = {"train": spec.n_train, "validation": spec.n_validation, "test": spec.n_test}[canonical]
+        size = n if max_items is None else min(n, max_items)
+        uri = corpus_dir(source).as_posix()
+        identity: Any = [corpus_dir(source).name, canonical, size]
+    elif kind == "folder":
+        root = Path(source).expanduser().resolve()
+        canonical = canonical_split(split)
+        base = _split_base(root, canonical)
+        files = _audio_files(base or root)
+        if base is None:
+            files = [f for f in files if hash_split(f.relative_to(root).as_posix()) == canonical]
+        labelled = [(f, t) for f, t in zip(files, transcripts(files, root), strict=True) if t is not None]
+        labelled = labelled[:max_items] if max_items is not None else labelled
+        size, uri = len(labelled), root.as_posix()
+        identity = [(f.relative_to(root).as_posix(), f.stat().st_size, t) for f, t in labelled]
+    else:
+        spec_hub = _hub_spec(source)
+        canonical = split
+        size, uri = None, f"https://huggingface.co/datasets/{source}"
+        identity = [source, hub_config or spec_hub.config, split, max_items]
+    digest = hashlib.sha256(repr(identity).encode()).hexdigest()[:10]
+    return {"kind": kind, "uri": uri, "split": canonical, "size": size, "digest": digest}

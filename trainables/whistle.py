@@ -48,11 +48,26 @@ import torch.nn.functional as F
 
 from trainables import assets, models
 from trainables.assets.cache import build_once, cache_root, input_key
+from trainables.assets.corpus import CORPORA
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import WhisperFeatures, epoch_batches, whisper_labels
 from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_speech, load_splits, load_texts
 from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
+from trainables.inference import (
+    ArtifactError,
+    Recogniser,
+    TaskRecogniser,
+    Trial,
+    copy_adapter,
+    prepare_out_dir,
+    published_name,
+    read_trial,
+    whisper_processor,
+    whole_second_window,
+    widen_whisper_window,
+    write_manifest,
+)
 from trainables.launch import entry_points
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
@@ -71,8 +86,8 @@ class TargetConfig:
     """The target domain: its text (for adaptation) and its speech (for evaluation only)."""
 
     text: str = "espeak-clinical"
-    """A plain-text file, one sentence per line, or an offline corpus whose train-split transcripts
-    (never its audio) are the target text."""
+    """A plain-text file, one sentence per line; or an offline corpus or hub data set whose train-split
+    transcripts (never its audio) are the target text."""
     max_sentences: int | None = None
     """Use at most this many target sentences (None = all)."""
     eval_source: str = "espeak-clinical"
@@ -90,7 +105,10 @@ class TargetConfig:
         require(self.max_eval_items is None or self.max_eval_items >= 1, "max_eval_items",
                 f"must be at least 1 or null, got {self.max_eval_items}")
         try:
-            load_texts(self.text, max_items=1, field="text")
+            if _names_hub_dataset(self.text):  # its transcripts are read when the run starts
+                assets.check_data_source(self.text, "text")
+            else:
+                load_texts(self.text, max_items=1, field="text")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         assets.check_data_source(self.eval_source, "eval_source")
@@ -198,9 +216,18 @@ class WhisTLEConfig:
             models.check_lora_against_model(self.lora, model_config)
 
 
+def _names_hub_dataset(text: str) -> bool:
+    """Whether target.text names a hub data set rather than a text file or an offline corpus."""
+    path = Path(text).expanduser()
+    filename = path.suffix.lower() in (".txt", ".text", ".lst", ".tsv", ".csv") or text.startswith(("/", ".", "~"))
+    return not (path.exists() or filename or text in CORPORA)
+
+
 def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The untuned model on the target domain's speech: no TLE, no training."""
-    return merge(config, {"mode": "none", "optim": {"max_steps": 0, "warmup_steps": 0}, "save_adapter": False})
+    """The untuned model as released (Whisper's own 30 s window) on the target domain's speech: no TLE, no
+    training. (Mode `none` is the untuned model at the trials' window, the like-for-like control.)"""
+    return merge(config, {"mode": "none", "data": {"encoder_window_s": 30.0}, "optim": {"max_steps": 0, "warmup_steps": 0},
+                          "save_adapter": False})
 
 
 # --------------------------------------------------------------------------- the text-to-latent encoder
@@ -504,7 +531,7 @@ def setup(cfg: WhisTLEConfig) -> Setup:
     splits = load_splits(cfg.data)
     t = cfg.target
     target_eval = load_speech(t.eval_source, t.eval_split, max_items=t.max_eval_items, hub_config=t.hub_config)
-    target_texts = load_texts(t.text, max_items=t.max_sentences, field="target.text")
+    target_texts = load_texts(t.text, max_items=t.max_sentences, field="target.text", hub_config=t.hub_config)
     window_s = _window(cfg, splits, target_eval)
     model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
     models.shrink_whisper_encoder(model, models.window_positions(window_s))
@@ -638,6 +665,68 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
             torch.save(s.tle.state_dict(), out / "tle" / "tle.pt")
             (out / "tle" / "config.json").write_text(json.dumps({**to_dict(cfg.tle), "frames": s.tle.frames}, indent=2))
     return metrics, out
+
+
+# --------------------------------------------------------------------------- using the result
+
+
+def load_result(trial: Trial, dev: torch.device, *, merged: bool = False) -> tuple[WhisTLEConfig, str, torch.nn.Module]:
+    """(config, base source, model) of a finished trial: Whisper at the trained window with its decoder adapter
+    (merged in when `merged`), or with the tuned decoder. The TLE is not part of it: it only trained the decoder."""
+    # The target's text is not needed to use the result (and a file may not exist here): check the default.
+    cfg = trial.parsed(parse_config, {"target": to_dict(TargetConfig())})
+    if cfg.mode == "none" or cfg.optim.max_steps == 0 or not cfg.save_adapter:
+        raise ArtifactError(f"{trial.path}: this trial saved no tuned decoder "
+                            f"({'mode none trains nothing' if cfg.mode == 'none' else 'optim.max_steps is 0' if cfg.optim.max_steps == 0 else 'save_adapter is false'})")
+    source = assets.resolve_model(cfg.model)
+    if not cfg.lora.enabled:
+        from transformers import WhisperForConditionalGeneration
+
+        model = WhisperForConditionalGeneration.from_pretrained(trial.file("model", "save_adapter writes it"))
+        return cfg, source, model.to(dev).eval()
+    from peft import PeftModel
+
+    model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
+    models.shrink_whisper_encoder(model, models.window_positions(trial.window_s))
+    model = PeftModel.from_pretrained(model, str(trial.file("adapter", "save_adapter writes it")))
+    return cfg, source, (model.merge_and_unload() if merged else model).eval()
+
+
+def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
+    """The adapted Whisper as it was evaluated: the real encoder, the tuned decoder."""
+    from transformers import WhisperProcessor
+
+    trial = read_trial(artifacts)
+    cfg, source, model = load_result(trial, device)
+    task = WhisperTask(WhisperProcessor.from_pretrained(source), trial.window_s, cfg.eval.max_new_tokens)
+    return TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
+
+
+def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
+    """A standard transformers Whisper folder (decoder adapter merged, fp16, processor at the trained window),
+    or, `adapter_only`, the peft decoder adapter naming its base."""
+    trial = read_trial(artifacts)
+    cfg, source, model = load_result(trial, torch.device("cpu"), merged=not adapter_only)
+    out = prepare_out_dir(out_dir)
+    base = published_name(cfg.model)
+    if adapter_only:
+        if not cfg.lora.enabled:
+            raise ArtifactError(f"{trial.path}: --adapter-only: this trial tuned the whole decoder (lora.enabled is "
+                                "false); export the whole model")
+        copy_adapter(trial, out, base)
+        write_manifest(out, trial, "whistle", "peft_adapter", base=base, encoder_window_s=trial.window_s)
+        return (f"whistle: the peft adapter of {base}'s decoder in {out} (tuned with Whisper's encoder cut to "
+                f"{trial.window_s:g} s); load with peft.PeftModel.from_pretrained(<the base model>, '{out}')")
+    seconds = whole_second_window(trial.window_s)
+    widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
+    processor = whisper_processor(source, seconds)
+    model.generation_config.max_new_tokens = cfg.eval.max_new_tokens
+    model.to(torch.float16).save_pretrained(out)
+    processor.save_pretrained(out)
+    write_manifest(out, trial, "whistle", "transformers_whisper", base=base, encoder_window_s=seconds)
+    return (f"whistle: {base} with its {cfg.mode}-adapted decoder{' (adapter merged)' if cfg.lora.enabled else ''}, "
+            f"fp16, in {out}, with a {seconds} s feature window; load with "
+            f"transformers.pipeline('automatic-speech-recognition', model='{out}')")
 
 
 # --------------------------------------------------------------------------- the method contract

@@ -103,7 +103,7 @@ def check_data_source(source: str, field: str) -> None:
     except ConfigError:
         raise
     except ValueError as exc:
-        message = str(exc)
+        message = str(exc).removeprefix("data.source: ")  # the loader's own messages name data.source
         raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
 
 

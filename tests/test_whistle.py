@@ -201,3 +201,72 @@ def test_length_model_predicts_held_out_frames_within_twenty_percent() -> None:
     predicted = np.array([float(torch.tensor(whistle.text_features(u["text"])) @ coef) for u in val])
     relative = np.abs(predicted - truth) / truth
     assert relative.mean() < 0.2, relative.mean()
+
+
+@pytest.mark.integration
+def test_a_two_trial_sweep_with_a_text_file_builds_the_states_and_the_tle_once(tiny_whisper_dir: Path,
+                                                                             tmp_path: Path) -> None:
+    """A real sweep (Ray Tune over Ray Train, MLflow): target text from a file, two seeds sharing one TLE."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import CONTRACT_METRICS, ROOT
+
+    text = tmp_path / "clinic.txt"
+    text.write_text("\n".join(f"give {n} tablets of paracetamol to bed {n + 1}" for n in range(2, 14)) + "\n")
+    spec = {"method": "whistle", "description": "two seeds, one TLE",
+            "config": {**to_plain(_config(tiny_whisper_dir)), "target": {
+                "text": str(text), "eval_source": "espeak-smoke", "max_eval_items": 2}},
+            "space": {"seed": {"type": "grid", "values": [0, 1]}}, "searcher": {"type": "grid"}, "num_samples": 2,
+            "baseline": False, "resources": {"num_workers": 1, "cpus_per_worker": 1}}
+    path = tmp_path / "whistle_two.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "RAY_ADDRESS": "", CACHE_ENV: str(cache)}
+    out = subprocess.run([sys.executable, "-m", "platform.sweep", str(path), "--preset", "local", "--tracking-uri",
+                          f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    log = [json.loads(x)["target"] for x in (cache / "builds.jsonl").read_text().splitlines()]
+    assert sum(t.startswith("tle/") for t in log) == 1, log
+    assert sum(t.startswith("encoder-states/source-train-") for t in log) == 1, log
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("whistle_two").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    for r in children:
+        assert r.data.params["target.text"] == str(text)
+        for name in (*CONTRACT_METRICS, "source_wer", "mse", "kl", "kl_active_dims"):
+            assert name in r.data.metrics, name
+        assert r.data.metrics["target_sentences"] == 12
+
+
+@pytest.mark.slow
+def test_tle_lowers_target_wer_below_the_untuned_model_significantly(tmp_path: Path) -> None:
+    """The local recipe, sized for CI: tiny.en, a TLE from 400 espeak-general utterances, 60 decoder steps on
+    espeak-clinical's text; WER on 60 clinical test utterances (held-out voices), paired bootstrap against the
+    untuned model at the same window."""
+    from platform.stats import paired_bootstrap
+
+    small = {"data": {"source": "espeak-general", "max_train_items": 400, "max_val_items": 40, "max_eval_items": 20},
+             "target": {"text": "espeak-clinical", "eval_source": "espeak-clinical", "max_eval_items": 60},
+             "tle": {"steps": 150, "batch_size": 16, "anneal_steps": 100},
+             "optim": {"max_steps": 60, "warmup_steps": 6, "batch_size": 16, "lr": 5e-4}, "save_adapter": False}
+    untuned, untuned_rows = _run_with_hypotheses(merge(small, {"mode": "none"}))
+    tuned, tuned_rows = _run_with_hypotheses(merge(small, {"mode": "tle"}))
+    assert untuned["encoder_window_s"] == tuned["encoder_window_s"]
+    assert tuned["wer"] < untuned["wer"], (tuned["wer"], untuned["wer"])
+    assert [r["id"] for r in untuned_rows] == [r["id"] for r in tuned_rows]
+    result = paired_bootstrap([r["errors"] for r in untuned_rows], [r["errors"] for r in tuned_rows],
+                              [r["ref_words"] for r in untuned_rows])
+    assert result.p_value < 0.05 and result.ci_high < 0, result
+
+
+def _run_with_hypotheses(config: dict) -> tuple[dict[str, float], list[dict]]:
+    s = whistle.setup(whistle.parse_config(config))
+    metrics, out = whistle.finish(s, *whistle.train(s))
+    return metrics, [json.loads(line) for line in (out / "hypotheses.jsonl").read_text().splitlines()]

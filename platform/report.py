@@ -300,6 +300,8 @@ def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
     summary = write_summary(uri, parent_run_id, name, keys, baseline, out_dir)
     rows = trial_rows(uri, parent_run_id)
     sections = [f"# {name}", "", tags.get("description", ""), "", "## Trials", "", summary]
+    plots = [out_dir / f"wer_vs_{key.replace('.', '_')}.png" for key in keys]
+    sections += [line for png in plots if png.is_file() for line in ("", f"![{png.stem.replace('_', ' ')}]({png.name})")]
     ablation = json.loads(tags.get("ablation", "null"))
     objectives = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
     space = json.loads(tags.get("space", "{}"))
@@ -311,9 +313,116 @@ def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
         sections += ["", importance_section(rows, space, objectives[0][0], objectives[1][0])]
     text = "\n".join(sections) + "\n"
     (out_dir / "report.md").write_text(text)
-    for f in sorted(out_dir.glob("*.png")) + [out_dir / "report.md"]:
+    (out_dir / "report.html").write_text(html_report(text, out_dir, f"{name}: sweep report"))
+    for f in sorted(out_dir.glob("*.png")) + [out_dir / "report.md", out_dir / "report.html"]:
         c.log_artifact(parent_run_id, str(f), "report")
+    best = best_trial(rows, objectives[0][0], objectives[1][0])
+    c.set_tag(parent_run_id, tracking.DESCRIPTION, parent_description(tags, parent.info.experiment_id, parent_run_id, best))
     return text
+
+
+def best_trial(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    """The finished trial with the best `metric` (None when none has it)."""
+    scored = [r for r in rows if r["status"] == "FINISHED" and r.get(metric) is not None]
+    if not scored:
+        return None
+    return (min if mode == "min" else max)(scored, key=lambda r: r[metric]) | {"metric": metric}
+
+
+def parent_description(tags: dict[str, str], experiment_id: str, run_id: str, best: dict[str, Any] | None = None) -> str:
+    """The parent run's description (markdown, shown on its page in MLflow): what the sweep asks, what it
+    searches, a link to the report, and (once there is one) its best trial and how to use it."""
+    keys = json.loads(tags.get("searched_keys", "[]"))
+    objectives = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
+    goal = ", ".join(f"{m} ({d})" for m, d in zip(objectives[0], objectives[1], strict=True))
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/report/report.html"
+    lines = [f"**{tags.get('sweep', '')}**: {tags.get('description', '')}", "",
+             f"Searched: {', '.join(f'`{k}`' for k in keys) or 'nothing (one configuration)'}; objective {goal}; "
+             f"method `{tags.get('method', '')}`, preset `{tags.get('preset', '')}`. Each child run is one trial, "
+             "named by what it tried.", "",
+             f"Report: [report/report.html]({link}) (tables and plots; also report/report.md), written when the sweep ends."]
+    if best is not None:
+        m = best["metric"]
+        lines += ["", f"Best trial by {m}: [{best['trial']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
+                      f"{m} {best[m]:.4f}. Transcribe with it: `python -m platform.transcribe {run_id} FILES...`; "
+                      f"export it: `python -m platform.export {run_id} OUT_DIR` (this run's id stands for its best trial)."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- report.html
+
+
+def _inline(text: str) -> str:
+    """Markdown's inline code and bold, on HTML-escaped text."""
+    import html
+    import re
+
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def html_report(markdown: str, folder: Path, title: str) -> str:
+    """The report as one self-contained HTML page (its plots embedded as data URIs), which MLflow's artifact
+    viewer shows as it is. Reads the subset of markdown the report is written in: headings, paragraphs,
+    pipe tables, images on their own line, inline code and bold."""
+    import base64
+    import html
+    import re
+
+    body: list[str] = []
+    paragraph: list[str] = []
+    lines = markdown.splitlines()
+
+    def flush() -> None:
+        if paragraph:
+            body.append(f"<p>{_inline(' '.join(paragraph))}</p>")
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)]+)\)", line.strip())
+        if not line.strip():
+            flush()
+        elif line.startswith("#"):
+            flush()
+            level = min(len(line) - len(line.lstrip("#")), 6)
+            body.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif image:
+            flush()
+            png = folder / image.group(2)
+            if png.is_file():
+                data = base64.b64encode(png.read_bytes()).decode()
+                body.append(f'<figure><img alt="{html.escape(image.group(1))}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{html.escape(image.group(1))}</figcaption></figure>")
+        elif line.lstrip().startswith("|"):
+            flush()
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append(_cells(lines[i]))
+                i += 1
+            rows = [r for r in rows if not all(re.fullmatch(r":?-+:?", c) for c in r if c)]
+            head, *rest = rows
+            body.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rest)
+                        + "</tbody></table>")
+            continue
+        else:
+            paragraph.append(line.strip())
+        i += 1
+    flush()
+    style = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#1f2328;max-width:80em}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:90%}"
+             "th,td{border:1px solid #d0d7de;padding:.3em .6em;text-align:left}th{background:#f6f8fa}"
+             "tbody tr:nth-child(even){background:#fafbfc}code{background:#f6f8fa;padding:0 .2em}"
+             "img{max-width:100%}figure{margin:1em 0}figcaption{color:#59636e;font-size:85%}")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from platform import tracking
+from platform import progress, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
 
@@ -164,19 +165,23 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
             uri, sweep.name, {**tags, **report_tags(sweep), "preset_reason": why},
             {"config": sweep.config, "space": {k: vars(p) for k, p in sweep.space.items()},
              "searcher": vars(sweep.searcher), "scheduler": vars(sweep.scheduler), "num_samples": sweep.num_samples},
+            config=_resolved_or_none(sweep),
         )
         _save(run_dir, state)
     parent = state["parent_run_id"]
     print(f"mlflow    {uri}  (experiment {sweep.name}, parent run {parent})", flush=True)
     print(f"results   {experiment_path}/{stamp}", flush=True)
+    prepare_assets(sweep)
 
     if not connect_ray():
         start_local_ray()
+    board = progress.start_board()
     c = tracking.client(uri)
     if sweep.baseline and "baseline" not in state:
         print("measuring the untuned model once (baseline) ...", flush=True)
         try:
-            state["baseline"] = measure_baseline(sweep, train_storage)
+            with progress.board_bar(board, "baseline", "baseline"):
+                state["baseline"] = measure_baseline(sweep, train_storage)
         except Exception as exc:  # the sweep goes on without its reference line
             state["baseline"] = {}
             c.set_tag(parent, "baseline_error", str(exc).splitlines()[0][:5000])
@@ -189,6 +194,9 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     trial = make_trial(sweep.method, sweep.config, sweep.space, trainer_resources(sweep), train_storage)
     trainable = tune.with_resources(trial, {"CPU": 0, "memory": 64 * 1024 * 1024})
     callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space)
+    live = progress.LiveProgress(board, sweep.name, sweep.num_samples, sweep.max_concurrent_trials,
+                                 label=lambda trial: tracking.trial_label(dict(trial.config), sweep.space),
+                                 interval_s=PROGRESS_INTERVAL_S)
     exp_dir = f"{experiment_path}/{stamp}"
     if resume and tune.Tuner.can_restore(exp_dir):
         print(f"resuming {exp_dir}", flush=True)
@@ -202,7 +210,8 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
             tune_config=TuneConfig(search_alg=make_searcher(sweep, run_dir, f"{sweep.name}-{stamp}"),
                                    scheduler=make_scheduler(sweep), num_samples=sweep.num_samples,
                                    max_concurrent_trials=sweep.max_concurrent_trials),
-            run_config=RunConfig(name=stamp, storage_path=experiment_path, callbacks=[callback], verbose=1),
+            # verbose=0: the live table (platform/progress.py) replaces Tune's status table.
+            run_config=RunConfig(name=stamp, storage_path=experiment_path, callbacks=[callback, live], verbose=0),
         )
     tuner.fit()
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
@@ -214,7 +223,39 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     c.set_terminated(parent, "FINISHED")
     minutes = (time.time() - started) / 60
     print(f"done in {minutes:.1f} min. Browse it: mlflow ui --backend-store-uri {uri}", flush=True)
+    print(f"use the best trial: python -m platform.transcribe {parent} FILES_OR_FOLDER... | "
+          f"python -m platform.export {parent} OUT_DIR", flush=True)
     return 0
+
+
+PROGRESS_INTERVAL_S = float(os.environ.get("SPEECH_SWEEPS_PROGRESS_S", "30"))
+"""Seconds between two progress tables (also printed whenever a trial starts, finishes or fails)."""
+
+
+def _resolved_or_none(sweep: ResolvedSweep) -> dict[str, Any] | None:
+    """The method's whole config for the sweep's fixed part (what its parent run's data inputs describe)."""
+    try:
+        return tracking.resolved_config(sweep.method, sweep.config, sweep.space, {})
+    except Exception:  # noqa: BLE001 - only the parent's dataset inputs are lost
+        return None
+
+
+def prepare_assets(sweep: ResolvedSweep) -> None:
+    """Build the offline models and corpora the sweep names here, with progress bars, before any trial
+    starts (each is built once and cached; trials on this machine then find them ready)."""
+    from trainables import assets
+    from trainables.assets.corpus import CORPORA, ensure_corpus
+    from trainables.config import flatten
+
+    values = list(flatten(sweep.config).values())
+    for p in sweep.space.values():
+        values += list(p.values or [])
+        values += [v for overrides in (p.named or {}).values() for v in flatten(overrides).values()]
+    names = [v for v in dict.fromkeys(v for v in values if isinstance(v, str))
+             if v in CORPORA or (v in assets.ASSETS and assets.ASSETS[v].kind == "model")]
+    for name in names:
+        print(f"preparing {name} (built once, then cached) ...", flush=True)
+        ensure_corpus(name) if name in CORPORA else assets.ASSETS[name].ensure()
 
 
 def _mark_unfinished(c: Any, uri: str, parent: str, expected: int) -> bool:

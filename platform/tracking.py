@@ -39,10 +39,103 @@ def client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+"""The experiment kind that makes MLflow's UI open an experiment on its runs table (model training),
+not on the GenAI overview of traces and sessions."""
+DESCRIPTION = "mlflow.note.content"
+"""The tag MLflow's UI shows (and edits) as a run's description, in markdown."""
+
+
 def experiment_id(uri: str, name: str) -> str:
+    """The sweep's experiment, created as (or marked) a model-training experiment."""
     c = client(uri)
     exp = c.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else c.create_experiment(name)
+    if exp is None:
+        return c.create_experiment(name, tags={EXPERIMENT_KIND: MODEL_TRAINING})
+    if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+        c.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+# Short names of searched keys in run names: the last part of the dotted key, or these.
+SHORT_NAMES = {"lambda_": "λ", "alpha": "α", "beta": "β", "snr_db": "snr", "temperature": "T"}
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def trial_label(sampled: dict[str, Any], space: dict[str, Any]) -> str:
+    """A run name saying what a trial tried, in the space's order: `r=16`, `nf4·seed=1`, `λ=0.3·snr=10`
+    (a named level by its name alone; a key by its last part, or the whole key where two would clash)."""
+    keys = [k for k in space if k in sampled] + [k for k in sampled if k not in space]
+    short = {k: SHORT_NAMES.get(k.rsplit(".", 1)[-1], k.rsplit(".", 1)[-1].rstrip("_")) for k in keys}
+    clashes = {v for v in short.values() if list(short.values()).count(v) > 1}
+    parts = []
+    for key in keys:
+        if getattr(space.get(key), "named", None) is not None:
+            parts.append(str(sampled[key]))
+        else:
+            parts.append(f"{key if short[key] in clashes else short[key]}={_short_value(sampled[key])}")
+    return "·".join(parts) or "trial"
+
+
+def dataset_inputs(config: dict[str, Any]) -> list[Any]:
+    """MLflow dataset inputs for the data a config trains and is evaluated on: one per split, named after the
+    source, with its split, source, digest and size (trainables.data.describe_split; no audio is read)."""
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.entities import DatasetInput, InputTag
+
+    from trainables.data import describe_split
+
+    class SpeechSplit(MetaDataset):
+        """A split of speech recorded by reference (no audio in MLflow), its size as the profile."""
+
+        def __init__(self, source: Any, name: str, digest: str, profile: dict[str, Any]) -> None:
+            self._profile = profile
+            super().__init__(source=source, name=name, digest=digest)
+
+        @property
+        def profile(self) -> dict[str, Any]:
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+    data = config.get("data")
+    if not isinstance(data, dict) or not data.get("source"):
+        return []
+    source, hub_config = str(data["source"]), data.get("hub_config")
+    out = []
+    for context, split_key, items_key in (("training", "train_split", "max_train_items"),
+                                          ("validation", "val_split", "max_val_items"),
+                                          ("evaluation", "eval_split", "max_eval_items")):
+        split = str(data.get(split_key, {"training": "train", "validation": "validation"}.get(context, "test")))
+        d = describe_split(source, split, data.get(items_key), hub_config)
+        origin = (HuggingFaceDatasetSource(path=source, config_name=hub_config, split=split) if d["kind"] == "hub"
+                  else LocalArtifactDatasetSource(d["uri"]))
+        profile = {"split": d["split"], "utterances": d["size"] if d["size"] is not None else "unknown"}
+        dataset = SpeechSplit(origin, source, d["digest"], profile)
+        out.append(DatasetInput(dataset=dataset._to_mlflow_entity(),
+                                tags=[InputTag("mlflow.data.context", context), InputTag("split", d["split"])]))
+    return out
+
+
+def log_datasets(c: Any, run_id: str, config: dict[str, Any]) -> None:
+    """Record the config's data as the run's dataset inputs; a source that cannot be described is skipped."""
+    try:
+        inputs = dataset_inputs(config)
+    except (ValueError, KeyError, OSError):
+        return
+    if inputs:
+        c.log_inputs(run_id, datasets=inputs)
 
 
 def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
@@ -82,11 +175,21 @@ def resolved_config(method: str, fixed: dict[str, Any], space: dict[str, Any], s
     return to_dict(load_method(method).parse_config(trial_config(fixed, space, sampled)))
 
 
-def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[str, Any],
+                 config: dict[str, Any] | None = None) -> str:
+    """The sweep's parent run: its tags and params, its description (what the sweep asks, where its report
+    will be) and, from `config` (a resolved trial config), the data it uses."""
+    from platform.report import parent_description
+
     c = client(uri)
-    run = c.create_run(experiment_id(uri, sweep_name), run_name=f"{sweep_name}-{tags.get('stamp', '')}", tags=tags)
-    log_params(c, run.info.run_id, params)
-    return run.info.run_id
+    exp = experiment_id(uri, sweep_name)
+    run = c.create_run(exp, run_name=f"{sweep_name}-{tags.get('stamp', '')}", tags=tags)
+    run_id = run.info.run_id
+    log_params(c, run_id, params)
+    c.set_tag(run_id, DESCRIPTION, parent_description(tags, exp, run_id))
+    if config is not None:
+        log_datasets(c, run_id, config)
+    return run_id
 
 
 class MlflowTrials(Callback):
@@ -123,11 +226,12 @@ class MlflowTrials(Callback):
             run_id = found[0].info.run_id
             self.c.update_run(run_id, status="RUNNING")
         else:
-            tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent}
-            run_id = self.c.create_run(exp, run_name=str(trial), tags=tags).info.run_id
             sampled = dict(trial.config)
-            log_params(self.c, run_id, resolved_config(self.method, self.fixed, self.space, sampled))
-            self.c.set_tag(run_id, "searched", json.dumps(sampled))
+            tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent, "searched": json.dumps(sampled)}
+            run_id = self.c.create_run(exp, run_name=trial_label(sampled, self.space), tags=tags).info.run_id
+            config = resolved_config(self.method, self.fixed, self.space, sampled)
+            log_params(self.c, run_id, config)
+            log_datasets(self.c, run_id, config)
         self.runs[tid] = run_id
         return run_id
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets
+from trainables import assets, progress
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
 from trainables.config import ConfigError, merge, require
@@ -307,13 +307,11 @@ def teacher_cache(cfg: DQWhisperConfig, teacher_source: str, train: list[dict], 
     target = cache_root() / "teacher-outputs" / f"{Path(teacher_source).name}-{input_key(inputs)}"
 
     def build_cache(out: Path) -> None:
-        from tqdm import tqdm
-
         teacher = load_base_model(teacher_source, "whisper", PrecisionConfig(bits=32), dev).eval()
         shrink_whisper_encoder(teacher, window_positions(window_s))
         task = WhisperTask(teacher_source, window_s, cfg.eval.max_new_tokens)
         index = {}
-        for start in tqdm(range(0, len(train), 8), desc="teacher outputs (once)"):
+        for start in progress.tracked(range(0, len(train), 8), "teacher outputs (once)"):
             utts = train[start : start + 8]
             feats, _ = task.features.batch(utts)
             labels = task.labels(teacher, utts)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, models
+from trainables import assets, models, progress
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
@@ -239,13 +239,11 @@ def load_whisper_encoder(source: str, window_s: float, dev: torch.device) -> tup
 def _encode_teacher(source: str, window_s: float, utts: list[dict], out: Path, dev: torch.device,
                     batch_size: int = 8) -> None:
     """Write utterance i's cropped encoder states to out/{i}.npy (float16) and an index of ids and frames."""
-    from tqdm import tqdm
-
     encoder, fe = load_whisper_encoder(source, window_s, dev)
     feats = WhisperFeatures(fe, window_s)
     index = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(utts), batch_size), desc="teacher states", disable=None):
+        for start in progress.tracked(range(0, len(utts), batch_size), "teacher states (once)"):
             batch = utts[start : start + batch_size]
             x, _ = feats.batch(batch)
             states = encoder(input_features=x.to(dev)).last_hidden_state

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from trainables import progress
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import ctc_batch, length_buckets
 from trainables.config import require
@@ -55,7 +56,8 @@ def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: in
     was_training = inner.training
     inner.eval()
     rows, seconds, audio_s = [], 0.0, 0.0
-    for batch_idx in length_buckets([len(u["audio"]) for u in mine], batch_size, shuffle=False, seed=0):
+    batches = length_buckets([len(u["audio"]) for u in mine], batch_size, shuffle=False, seed=0)
+    for batch_idx in progress.tracked(batches, f"decoding {len(utts)} utterances"):
         batch = [mine[i] for i in batch_idx]
         t0 = time.perf_counter()
         hyps = task.transcribe(inner, batch, dev, dtype)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables import METHODS
+from trainables import METHODS, progress
 from trainables.config import to_dict
 from trainables.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.training import in_ray_train, reduce_max, world
@@ -66,6 +66,9 @@ def report(metrics: dict[str, float], artifacts: Path | None = None) -> None:
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, flush=True)
         return
     import ray.train
+
+    if "val_wer" in metrics:  # the sweep's console shows the latest validation WER beside the step
+        progress.post(force=True, val_wer=metrics["val_wer"])
 
     checkpoint = None
     if artifacts is not None and world()[0] == 0:

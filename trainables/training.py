@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainables import progress
 from trainables.config import ConfigError, require
 
 
@@ -222,6 +223,7 @@ class Stepper:
                 after_update(self.steps_done)
             self.optimizer.zero_grad(set_to_none=True)
             self.schedule.step()
+        progress.post(force=self.steps_done == cfg.max_steps, step=self.steps_done, max_steps=cfg.max_steps, loss=total)
         return {"loss": total, **{k: sum(v) / len(v) for k, v in parts.items()}, "lr": self.schedule.get_last_lr()[0]}
 
     @property

@@ -270,3 +270,46 @@ def _run_with_hypotheses(config: dict) -> tuple[dict[str, float], list[dict]]:
     s = whistle.setup(whistle.parse_config(config))
     metrics, out = whistle.finish(s, *whistle.train(s))
     return metrics, [json.loads(line) for line in (out / "hypotheses.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------- using the result: recogniser and export
+
+
+@pytest.fixture(scope="module")
+def whistle_result(tiny_whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import os
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        s = whistle.setup(_config(tiny_whisper_dir, data={"encoder_window_s": 4.0}))
+        _, out = whistle.finish(s, *whistle.train(s))
+    finally:
+        if old is None:
+            os.environ.pop(CACHE_ENV)
+        else:
+            os.environ[CACHE_ENV] = old
+    return out
+
+
+def test_whistle_recogniser_decodes_as_the_trial_was_evaluated(whistle_result: Path) -> None:
+    utts = load_speech("espeak-smoke", "test", max_items=2)
+    texts = whistle.recogniser(whistle_result, CPU).transcribe([u["audio"] for u in utts])
+    rows = {json.loads(x)["id"]: json.loads(x)["hypothesis"] for x in (whistle_result / "hypotheses.jsonl").read_text().splitlines()}
+    assert texts == [rows[u["id"]] for u in utts]
+
+
+def test_whistle_export_loads_in_a_transformers_pipeline_and_adapter_only_names_its_base(
+        whistle_result: Path, tmp_path: Path, tiny_whisper_dir: Path) -> None:
+    from transformers import pipeline
+
+    message = whistle.export(whistle_result, tmp_path / "merged")
+    assert "pipeline" in message and (tmp_path / "merged" / "export.json").exists()
+    asr = pipeline("automatic-speech-recognition", model=str(tmp_path / "merged"))
+    utts = load_speech("espeak-smoke", "test", max_items=2)
+    assert all(isinstance(o["text"], str) for o in asr([u["audio"] for u in utts]))
+    whistle.export(whistle_result, tmp_path / "adapter", adapter_only=True)
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_whisper_dir)
+    targets = config["target_modules"]
+    assert targets and all(".decoder." in name for name in targets), targets  # the encoder was never adapted

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, models
+from trainables import assets, inference, models
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.assets.corpus import CORPORA
 from trainables.audio import SAMPLE_RATE
@@ -54,20 +54,7 @@ from trainables.batching import WhisperFeatures, epoch_batches, whisper_labels
 from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_speech, load_splits, load_texts
 from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
-from trainables.inference import (
-    ArtifactError,
-    Recogniser,
-    TaskRecogniser,
-    Trial,
-    copy_adapter,
-    prepare_out_dir,
-    published_name,
-    read_trial,
-    whisper_processor,
-    whole_second_window,
-    widen_whisper_window,
-    write_manifest,
-)
+from trainables.inference import ArtifactError, Recogniser, Trial
 from trainables.launch import entry_points
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
@@ -696,34 +683,34 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The adapted Whisper as it was evaluated: the real encoder, the tuned decoder."""
     from transformers import WhisperProcessor
 
-    trial = read_trial(artifacts)
+    trial = inference.read_trial(artifacts)
     cfg, source, model = load_result(trial, device)
     task = WhisperTask(WhisperProcessor.from_pretrained(source), trial.window_s, cfg.eval.max_new_tokens)
-    return TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
+    return inference.TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
 
 
 def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     """A standard transformers Whisper folder (decoder adapter merged, fp16, processor at the trained window),
     or, `adapter_only`, the peft decoder adapter naming its base."""
-    trial = read_trial(artifacts)
+    trial = inference.read_trial(artifacts)
     cfg, source, model = load_result(trial, torch.device("cpu"), merged=not adapter_only)
-    out = prepare_out_dir(out_dir)
-    base = published_name(cfg.model)
+    out = inference.prepare_out_dir(out_dir)
+    base = inference.published_name(cfg.model)
     if adapter_only:
         if not cfg.lora.enabled:
             raise ArtifactError(f"{trial.path}: --adapter-only: this trial tuned the whole decoder (lora.enabled is "
                                 "false); export the whole model")
-        copy_adapter(trial, out, base)
-        write_manifest(out, trial, "whistle", "peft_adapter", base=base, encoder_window_s=trial.window_s)
+        inference.copy_adapter(trial, out, base)
+        inference.write_manifest(out, trial, "whistle", "peft_adapter", base=base, encoder_window_s=trial.window_s)
         return (f"whistle: the peft adapter of {base}'s decoder in {out} (tuned with Whisper's encoder cut to "
                 f"{trial.window_s:g} s); load with peft.PeftModel.from_pretrained(<the base model>, '{out}')")
-    seconds = whole_second_window(trial.window_s)
-    widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
-    processor = whisper_processor(source, seconds)
+    seconds = inference.whole_second_window(trial.window_s)
+    inference.widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
+    processor = inference.whisper_processor(source, seconds)
     model.generation_config.max_new_tokens = cfg.eval.max_new_tokens
     model.to(torch.float16).save_pretrained(out)
     processor.save_pretrained(out)
-    write_manifest(out, trial, "whistle", "transformers_whisper", base=base, encoder_window_s=seconds)
+    inference.write_manifest(out, trial, "whistle", "transformers_whisper", base=base, encoder_window_s=seconds)
     return (f"whistle: {base} with its {cfg.mode}-adapted decoder{' (adapter merged)' if cfg.lora.enabled else ''}, "
             f"fp16, in {out}, with a {seconds} s feature window; load with "
             f"transformers.pipeline('automatic-speech-recognition', model='{out}')")

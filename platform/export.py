@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()  # its generation notices are not the user's business here
 
     created = not out.exists()
-    print(f"exporting {result.method} trial {result.label} to {out}", file=sys.stderr)
     try:
         described = load_method(result.method).export(result.path, out, adapter_only=args.adapter_only)
     except BaseException as exc:
@@ -55,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"exported {result.method} trial {result.label}", file=sys.stderr)
     print(described)
     return 0
 

@@ -105,8 +105,9 @@ class LiveProgress(Callback):
         if self.board is None:  # restored by --resume: the board is not pickled, find this job's by name
             import ray
 
-            with contextlib.suppress(ValueError):
-                self.board = ray.get_actor(BOARD_NAME)
+            if ray.is_initialized():
+                with contextlib.suppress(ValueError):
+                    self.board = ray.get_actor(BOARD_NAME)
         entries = read_board(self.board) if self.board is not None else {}
         lines, running, finished_s = [], [], []
         for trial in trials:

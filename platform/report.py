@@ -329,21 +329,33 @@ def best_trial(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, 
     return (min if mode == "min" else max)(scored, key=lambda r: r[metric]) | {"metric": metric}
 
 
+def trials_link(experiment_id: str, metric: str = "wer", mode: str = "min") -> str:
+    """MLflow UI route (after its `#`) of an experiment's trials, best first: the child runs only (their
+    `trial_id` tag), flat rather than folded under the sweep's run, in the UI's model-training mode
+    (MLflow 3.17's UI chooses GenAI or model training globally, whatever the experiment's kind tag says)."""
+    from urllib.parse import urlencode
+
+    query = urlencode({"workflowType": "machine_learning", "searchFilter": "tags.trial_id LIKE '%'",
+                       "orderByKey": f"metrics.`{metric}`", "orderByAsc": "true" if mode == "min" else "false"})
+    return f"/experiments/{experiment_id}/runs?{query}"
+
+
 def parent_description(tags: dict[str, str], experiment_id: str, run_id: str, best: dict[str, Any] | None = None) -> str:
     """The parent run's description (markdown, shown on its page in MLflow): what the sweep asks, what it
     searches, a link to the report, and (once there is one) its best trial and how to use it."""
     keys = json.loads(tags.get("searched_keys", "[]"))
     objectives = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
     goal = ", ".join(f"{m} ({d})" for m, d in zip(objectives[0], objectives[1], strict=True))
-    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/report/report.html"
+    link = f"#/experiments/{experiment_id}/runs/{run_id}/artifactPath/report/report.html?workflowType=machine_learning"
     lines = [f"**{tags.get('sweep', '')}**: {tags.get('description', '')}", "",
              f"Searched: {', '.join(f'`{k}`' for k in keys) or 'nothing (one configuration)'}; objective {goal}; "
              f"method `{tags.get('method', '')}`, preset `{tags.get('preset', '')}`. Each child run is one trial, "
-             "named by what it tried.", "",
-             f"Report: [report/report.html]({link}) (tables and plots; also report/report.md), written when the sweep ends."]
+             f"named by what it tried: [all trials, best first](#{trials_link(experiment_id, objectives[0][0], objectives[1][0])}).",
+             "", f"Report: [report/report.html]({link}) (tables and plots; also report/report.md), written when the sweep ends."]
     if best is not None:
         m = best["metric"]
-        lines += ["", f"Best trial by {m}: [{best['trial']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
+        lines += ["", f"Best trial by {m}: [{best['trial']}](#/experiments/{experiment_id}/runs/{best['run_id']}"
+                      "?workflowType=machine_learning), "
                       f"{m} {best[m]:.4f}. Transcribe with it: `python -m platform.transcribe {run_id} FILES...`; "
                       f"export it: `python -m platform.export {run_id} OUT_DIR` (this run's id stands for its best trial)."]
     return "\n".join(lines)

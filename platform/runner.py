@@ -222,7 +222,10 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         return 130
     c.set_terminated(parent, "FINISHED")
     minutes = (time.time() - started) / 60
+    objectives, modes = sweep.objectives
+    exp_id = c.get_run(parent).info.experiment_id
     print(f"done in {minutes:.1f} min. Browse it: mlflow ui --backend-store-uri {uri}", flush=True)
+    print(f"  then open http://127.0.0.1:5000/#{report.trials_link(exp_id, objectives[0], modes[0])}", flush=True)
     print(f"use the best trial: python -m platform.transcribe {parent} FILES_OR_FOLDER... | "
           f"python -m platform.export {parent} OUT_DIR", flush=True)
     return 0

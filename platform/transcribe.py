@@ -22,7 +22,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("inputs", metavar="FILES_OR_FOLDER", nargs="+", help="audio files, or folders searched for .wav/.flac files")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--device", help="torch device (default: cuda if there is one, else cpu)")
+    p.add_argument("--beams", type=int, default=1, metavar="N",
+                   help="beam search with N beams for sequence-to-sequence results (default 1: greedy, as the trial "
+                        "was evaluated; 5 decodes as transformers' ASR pipeline does by default)")
     return p.parse_args(argv)
+
+
+def set_beams(recogniser: object, beams: int) -> None:
+    """Decode with `beams` beams: the generation config of the recogniser's model (a `TaskRecogniser`'s)."""
+    from trainables.training import unwrap
+
+    model = getattr(recogniser, "model", None)
+    inner = unwrap(model, peft=True) if model is not None else None
+    config = getattr(inner, "generation_config", None) if inner is not None and hasattr(inner, "generate") else None
+    if config is None:
+        raise ValueError(f"--beams {beams}: this result does not decode by search (a CTC model decodes greedily)")
+    config.num_beams = beams
 
 
 def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
@@ -64,6 +79,8 @@ def read_all(files: list[Path]) -> list[np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.beams < 1:
+            raise ValueError(f"--beams: must be at least 1, got {args.beams}")
         result = resolve(args.run, args.tracking_uri)
         found = collect(args.inputs)
         audio = read_all([f for f, _ in found])
@@ -84,12 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainables.metrics import error_rates
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"transcribing {len(audio)} file(s) with {result.method} trial {result.label} on {device}", file=sys.stderr)
     try:
         recogniser = load_method(result.method).recogniser(result.path, device)
-    except (ArtifactError, ConfigError) as exc:
+        if args.beams != 1:
+            set_beams(recogniser, args.beams)
+    except (ArtifactError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"transcribing {len(audio)} file(s) with {result.method} trial {result.label} on {device}", file=sys.stderr)
     texts: list[str] = []
     step = 16
     for start in tqdm(range(0, len(audio), step), desc="transcribing", unit="batch", disable=None, file=sys.stderr):

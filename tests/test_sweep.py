@@ -118,8 +118,9 @@ def test_sigint_then_resume_runs_every_trial_exactly_once(tmp_path: Path, tiny_w
     while time.time() < deadline:
         time.sleep(1)
         if db.exists():
-            with sqlite3.connect(db) as con:
-                rows = con.execute("select status from runs where name like 'trial_%'").fetchall()
+            with sqlite3.connect(db) as con:  # the trials' runs: those with a trial_id tag
+                rows = con.execute("select r.status from runs r join tags t on t.run_uuid = r.run_uuid "
+                                   "where t.key = 'trial_id'").fetchall()
             statuses = sorted(s for (s,) in rows)
             if statuses == ["FINISHED", "RUNNING"]:
                 break

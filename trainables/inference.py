@@ -108,15 +108,15 @@ def method_of(artifacts: str | Path) -> str | None:
 
 
 def cut_into_windows(audio: np.ndarray, window_s: float) -> list[np.ndarray]:
-    """Pieces of `audio` no longer than `window_s` (0 = no limit), cut at the quietest 20 ms of the
-    last fifth of each window, so that a cut falls between words where it can."""
+    """Pieces of `audio` no longer than `window_s` (0 = no limit), each cut at the quietest 20 ms of the
+    second half of its window, so that a cut falls between words where it can."""
     limit = int(round(window_s * SAMPLE_RATE))
     if limit <= 0 or len(audio) <= limit:
         return [audio]
     frame = SAMPLE_RATE // 50
     pieces, start = [], 0
     while len(audio) - start > limit:
-        lo = start + (4 * limit) // 5
+        lo = start + limit // 2
         energy = [float(np.square(audio[i : i + frame]).sum()) for i in range(lo, start + limit - frame + 1, frame)]
         cut = lo + frame * int(np.argmin(energy)) + frame // 2 if energy else start + limit
         pieces.append(audio[start:cut])

@@ -5,9 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ! command -v espeak-ng >/dev/null 2>&1; then
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+# --dev: headless Chromium for the browser test of MLflow's UI (skipped where it is missing).
+if [ "${1:-}" = "--dev" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+    || echo "chromium not installed: the browser test will be skipped"
 fi
 
 PY=${PYTHON:-python3}

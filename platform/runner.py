@@ -214,6 +214,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
             run_config=RunConfig(name=stamp, storage_path=experiment_path, callbacks=[callback, live], verbose=0),
         )
     tuner.fit()
+    name_objectives(run_dir / "optuna.db", f"{sweep.name}-{stamp}", sweep.objectives[0])
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
     print(report.sweep_report(uri, parent, run_dir), flush=True)
     if interrupted:
@@ -233,6 +234,16 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
 
 PROGRESS_INTERVAL_S = float(os.environ.get("SPEECH_SWEEPS_PROGRESS_S", "30"))
 """Seconds between two progress tables (also printed whenever a trial starts, finishes or fails)."""
+
+
+def name_objectives(db: Path, study_name: str, metrics: list[str]) -> None:
+    """Name the study's objectives after the metrics (optuna-dashboard shows `wer`, not `Objective 0`)."""
+    import optuna
+
+    try:
+        optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").set_metric_names(list(metrics))
+    except Exception:  # noqa: BLE001 - only the dashboard's labels are lost
+        pass
 
 
 def _resolved_or_none(sweep: ResolvedSweep) -> dict[str, Any] | None:

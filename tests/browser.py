@@ -174,3 +174,17 @@ def add_parallel_coordinates(driver: Any, params: list[str], metrics: list[str])
         driver.switch_to.active_element.send_keys(Keys.ESCAPE)
     click(driver, "//div[@role='dialog']//button[normalize-space(.)='Add chart']", "the dialog's Add chart")
     time.sleep(2)
+
+
+def open_chart(driver: Any, title: str, search: str) -> None:
+    """Show the chart titled `title` full-screen (the chart search box narrows the grid to charts using `search`)."""
+    from selenium.webdriver.common.by import By
+
+    box = wait_for(driver, lambda d: visible(d, "//input[@placeholder='Search metric charts']"), what="the chart search")
+    box.send_keys(search)
+    heading = wait_for(driver, lambda d: visible(d, f"//*[normalize-space(text())='{title}']"), what=f"the chart {title}")
+    card = heading.find_element(By.XPATH, "ancestor::*[@data-testid='experiment-view-compare-runs-card'][1]")
+    card.find_elements(By.TAG_NAME, "button")[0].click()  # its full-screen button, beside the menu
+    wait_for(driver, lambda d: [x for x in d.find_elements(By.CSS_SELECTOR, "[role=dialog]") if x.is_displayed()],
+             what="the full-screen chart")
+    time.sleep(2)

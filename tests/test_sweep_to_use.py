@@ -150,6 +150,7 @@ def test_optuna_dashboard_serves_the_sweeps_study(sweep: dict[str, Any], tmp_pat
         studies = json.load(urllib.request.urlopen(studies_url, timeout=30))["study_summaries"]
         assert len(studies) == 1 and studies[0]["study_name"].startswith(f"{NAME}-")
         detail = json.load(urllib.request.urlopen(f"{studies_url}/{studies[0]['study_id']}", timeout=30))
+    assert detail["objective_names"] == ["wer"]  # named after the metric, not "Objective 0"
     trials = detail["trials"]
     assert [t["state"] for t in trials] == ["Complete", "Complete"]
     by_rank = {json.loads(p["param_external_value"]) if isinstance(p["param_external_value"], str) else p["param_external_value"]: t

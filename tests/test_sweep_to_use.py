@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests import browser
 from tests.conftest import ROOT
@@ -28,6 +29,9 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, tiny_whisper_dir: Path) -> d
     tmp = tmp_path_factory.mktemp("to-use")
     spec = write_sweep(tmp / f"{NAME}.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [2, 8]}},
                        searcher={"type": "grid"}, description="How much rank does a tiny model need?")
+    text = yaml.safe_load(spec.read_text())
+    text["config"]["eval"]["every"] = 1  # a validation WER after step 1: an intermediate report without `wer`
+    spec.write_text(yaml.safe_dump(text))
     out = run_sweep(spec, tmp)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     from mlflow.tracking import MlflowClient
@@ -48,6 +52,8 @@ def test_mlflow_holds_the_sweep_as_researchers_read_it(sweep: dict[str, Any]) ->
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     # Child runs named by what they tried, the trial id kept as a tag.
     assert sorted(r.info.run_name for r in children) == ["r=2", "r=8"]
+    # The intermediate validation WER reached MLflow (and did not stop the trial: it carries no `wer`).
+    assert all(1 in {m.step for m in c.get_metric_history(r.info.run_id, "val_wer")} for r in children)
     assert all(len(r.data.tags["trial_id"]) >= 5 and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
                for r in children)
     # The data as MLflow dataset inputs on every trial: name, split, source, digest, size.

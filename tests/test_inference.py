@@ -322,3 +322,20 @@ def test_exported_qlora_model_transcribes_like_platform_transcribe(tmp_path: Pat
                       for u in utts}
     evaluated = hypotheses(artifacts)
     assert [greedy[str(folder / f"{u['id']}.wav")] for u in utts[:3]] == [evaluated[u["id"]] for u in utts[:3]]
+
+
+def test_a_wav2vec2_student_exports_as_a_transformers_ctc_folder(tiny_wav2vec2_dir: Path, tmp_path: Path,
+                                                                  test_utts: list[dict]) -> None:
+    """dqlora's gpu-preset kind of student (a wav2vec2 CTC model in NF4 would need 64-wide layers; fp32 here):
+    its export is a standard folder that transformers' pipeline loads."""
+    from transformers import pipeline
+
+    artifacts = finished(dqlora, {"student": str(tiny_wav2vec2_dir), "precision": {"bits": 32}, "lora": {"r": 2},
+                                  "kd": {"lambda_": 0.0}, "data": DATA, "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4}})
+    audio = [u["audio"] for u in test_utts]
+    assert dqlora.recogniser(artifacts, CPU).transcribe(audio) == [hypotheses(artifacts, "hypotheses_clean.jsonl")[u["id"]]
+                                                                   for u in test_utts]
+    line = dqlora.export(artifacts, tmp_path / "ctc")
+    assert "wav2vec2 CTC student" in line and "pipeline(" in line
+    out = pipeline("automatic-speech-recognition", model=str(tmp_path / "ctc"))(audio)
+    assert len(out) == len(audio) and all(isinstance(o["text"], str) for o in out)

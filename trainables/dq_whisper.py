@@ -51,7 +51,7 @@ from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
 from trainables.config import ConfigError, merge, require
 from trainables.data import DataConfig, Splits, load_splits
-from trainables.evaluation import EvalConfig, evaluate
+from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
 from trainables.fake_quant import QuantConfig, add_fake_quant, export_quantised
 from trainables.inference import (
     ArtifactError,
@@ -288,14 +288,8 @@ class WhisperTask:
         return whisper_labels(self.processor.tokenizer, [u["text"] for u in utts], model.config.decoder_start_token_id,
                               self.max_new_tokens)
 
-    @torch.no_grad()
     def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        feats, _ = self.features.batch(utts)
-        kwargs: dict[str, Any] = {}
-        if getattr(model.generation_config, "is_multilingual", False):
-            kwargs = {"language": "en", "task": "transcribe"}
-        ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.max_new_tokens, **kwargs)
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return whisper_transcribe(model, self.features, self.processor.tokenizer, utts, dev, dtype, self.max_new_tokens)
 
 
 def teacher_cache(cfg: DQWhisperConfig, teacher_source: str, train: list[dict], window_s: float,

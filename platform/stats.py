@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -143,7 +143,11 @@ class EffectSize(NamedTuple):
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Result of `paired_bootstrap`. ``delta`` and the interval are in WER units (fractions): B minus A."""
+    """Result of `paired_bootstrap`. ``delta`` and the interval are in WER units (fractions): B minus A.
+
+    ``se`` is the standard deviation of the bootstrap deltas (the delta's standard error), from which
+    `minimum_detectable_effect` says how large a difference this test set could have detected.
+    """
 
     delta: float
     ci_low: float
@@ -155,6 +159,7 @@ class BootstrapResult:
     n_utterances: int
     n_boot: int
     confidence: float
+    se: float = math.nan
 
 
 def _check_counts(errors_a: Any, errors_b: Any, ref_words: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -223,7 +228,168 @@ def paired_bootstrap(errors_a: Sequence[float], errors_b: Sequence[float], ref_w
     p = (1 + extreme) / (deltas.size + 1)
     return BootstrapResult(delta=effect.delta, ci_low=float(low), ci_high=float(high), p_value=float(min(p, 1.0)),
                            wer_a=effect.wer_a, wer_b=effect.wer_b, relative=effect.relative, n_utterances=n,
-                           n_boot=n_boot, confidence=confidence)
+                           n_boot=n_boot, confidence=confidence,
+                           se=float(deltas.std(ddof=1)) if deltas.size > 1 else math.nan)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hierarchical bootstrap: seeds, then utterances
+
+MIN_SEEDS = 3
+"""Fewest seeds a level needs before its interval also resamples seeds. With 2 seeds a bootstrap over
+seeds can only ever pick those two values, so its spread says little; such a level gets an interval over
+utterances only, and its seed spread (min–max) is reported beside it."""
+
+
+@dataclass(frozen=True)
+class LevelInterval:
+    """Error rate of one configuration over its seeds, with a hierarchical-bootstrap interval.
+
+    ``mean`` is the mean over seeds of each seed's corpus error rate; ``low``/``high`` the percentile
+    interval (never below 0, the metric's floor); ``se`` the bootstrap standard error. ``over_seeds`` is
+    False when the level had fewer than `MIN_SEEDS` seeds: then the interval is over utterances only and
+    the seed-to-seed variation is in ``seed_min``..``seed_max`` instead.
+    """
+
+    mean: float
+    low: float
+    high: float
+    se: float
+    seed_min: float
+    seed_max: float
+    n_seeds: int
+    n_utterances: int
+    over_seeds: bool
+    confidence: float
+    n_boot: int
+
+
+@dataclass(frozen=True)
+class DeltaInterval:
+    """Difference B − A of two levels' seed-mean error rates, hierarchical bootstrap (see `hierarchical_delta`)."""
+
+    delta: float
+    low: float
+    high: float
+    se: float
+    over_seeds: bool
+    n_utterances: int
+    confidence: float
+    n_boot: int
+
+
+def _seed_matrix(errors: Sequence[Sequence[float]], ref_words: Sequence[float], who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Errors as a (seeds × utterances) matrix and the reference words, checked like `_check_counts`."""
+    e = np.asarray(errors, dtype=float)
+    if e.ndim != 2 or e.shape[0] == 0:
+        raise ValueError(f"{who}: expected errors as a non-empty (seeds × utterances) table, got shape {e.shape}")
+    for row in e:
+        _check_counts(row, row, ref_words)
+    return e, np.asarray(ref_words, dtype=float)
+
+
+def _utterance_weights(n_utt: int, n_boot: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap utterance counts (resamples × utterances): how often each utterance is drawn."""
+    block = max(1, (1 << 21) // n_utt)
+    for start in range(0, n_boot, block):
+        yield rng.multinomial(n_utt, np.full(n_utt, 1.0 / n_utt), size=min(block, n_boot - start)).astype(float)
+
+
+def _seed_means(rates: np.ndarray, resample: bool, rng: np.random.Generator) -> np.ndarray:
+    """Mean over seeds of each resample's per-seed rates (resamples × seeds), seeds drawn with replacement if asked."""
+    if resample:
+        rates = np.take_along_axis(rates, rng.integers(0, rates.shape[1], size=rates.shape), axis=1)
+    return rates.mean(axis=1)
+
+
+def _percentile(values: np.ndarray, confidence: float, floor: float | None) -> tuple[float, float]:
+    alpha = 1.0 - confidence
+    low, high = (float(x) for x in np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0]))
+    if floor is not None:
+        low, high = max(low, floor), max(high, floor)
+    return low, high
+
+
+def hierarchical_bootstrap(errors: Sequence[Sequence[float]], ref_words: Sequence[float], n_boot: int = 2000,
+                           seed: int = 0, confidence: float = 0.95, min_seeds: int = MIN_SEEDS) -> LevelInterval:
+    """Interval of a configuration's error rate that counts both seed-to-seed and test-set variation.
+
+    ``errors[k][u]``: errors of seed k on utterance u (word errors for WER, character errors for CER);
+    ``ref_words[u]``: the utterance's reference length, the same for every seed (they decode one test set).
+    Each resample draws seeds with replacement, then utterances with replacement, and takes the mean over the
+    drawn seeds of their corpus error rates. Utterances are drawn once per resample and shared by the drawn
+    seeds: every seed decoded the same utterances, so an utterance's difficulty is common to all of them and
+    drawing it independently per seed would average it away and make the interval too narrow.
+
+    With fewer than ``min_seeds`` seeds only utterances are resampled (the seeds are kept as they are) and
+    the result says so (``over_seeds`` False); ``seed_min``/``seed_max`` give the seeds' spread either way.
+    A percentile interval of a non-negative statistic cannot fall below 0; it is clipped there all the same.
+    """
+    if n_boot < 2:
+        raise ValueError(f"hierarchical_bootstrap: n_boot must be at least 2, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"hierarchical_bootstrap: confidence must be in (0, 1), got {confidence}")
+    e, w = _seed_matrix(errors, ref_words, "hierarchical_bootstrap")
+    per_seed = e.sum(axis=1) / w.sum()
+    over_seeds = e.shape[0] >= min_seeds
+    rng = np.random.default_rng(seed)
+    boots = []
+    for counts in _utterance_weights(w.size, n_boot, rng):
+        with np.errstate(invalid="ignore", divide="ignore"):  # a draw of only empty references: NaN, dropped
+            rates = (counts @ e.T) / (counts @ w)[:, None]
+        boots.append(_seed_means(rates, over_seeds, rng))
+    means = np.concatenate(boots)
+    means = means[np.isfinite(means)]
+    low, high = _percentile(means, confidence, floor=0.0)
+    return LevelInterval(mean=float(per_seed.mean()), low=low, high=high, se=float(means.std(ddof=1)),
+                         seed_min=float(per_seed.min()), seed_max=float(per_seed.max()), n_seeds=int(e.shape[0]),
+                         n_utterances=int(w.size), over_seeds=over_seeds, confidence=confidence, n_boot=n_boot)
+
+
+def hierarchical_delta(errors_a: Sequence[Sequence[float]], errors_b: Sequence[Sequence[float]],
+                       ref_words: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
+                       min_seeds: int = MIN_SEEDS) -> DeltaInterval:
+    """Difference B − A of two levels' seed-mean error rates on the same utterances, with its bootstrap spread.
+
+    Utterances are drawn once per resample for both levels (paired, as in `paired_bootstrap`); each level's
+    seeds are drawn with replacement from its own, when both have at least ``min_seeds`` (otherwise the
+    interval is over utterances only, ``over_seeds`` False). ``se`` feeds `minimum_detectable_effect`.
+    """
+    if n_boot < 2:
+        raise ValueError(f"hierarchical_delta: n_boot must be at least 2, got {n_boot}")
+    n_a, n_b = np.shape(errors_a)[-1], np.shape(errors_b)[-1]
+    if n_a != n_b:
+        raise ValueError(f"hierarchical_delta: {n_a} utterances in A but {n_b} in B")
+    a, w = _seed_matrix(errors_a, ref_words, "hierarchical_delta")
+    b, _ = _seed_matrix(errors_b, ref_words, "hierarchical_delta")
+    over_seeds = min(a.shape[0], b.shape[0]) >= min_seeds
+    rng = np.random.default_rng(seed)
+    boots = []
+    for counts in _utterance_weights(w.size, n_boot, rng):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            words = (counts @ w)[:, None]
+            diff = _seed_means((counts @ b.T) / words, over_seeds, rng) - _seed_means((counts @ a.T) / words, over_seeds, rng)
+        boots.append(diff)
+    deltas = np.concatenate(boots)
+    deltas = deltas[np.isfinite(deltas)]
+    low, high = _percentile(deltas, confidence, floor=None)
+    delta = float(b.sum(axis=1).mean() / w.sum() - a.sum(axis=1).mean() / w.sum())
+    return DeltaInterval(delta=delta, low=low, high=high, se=float(deltas.std(ddof=1)), over_seeds=over_seeds,
+                         n_utterances=int(w.size), confidence=confidence, n_boot=n_boot)
+
+
+def minimum_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference a two-sided test at level ``alpha`` detects with probability ``power``.
+
+    For an estimate with standard error ``se`` (e.g. a bootstrap delta's), approximately normal:
+    MDE = (z_{1−α/2} + z_{power}) · se; 2.80 · se at α = 0.05 and 80% power. A difference that is not
+    significant then reads "no effect larger than MDE" (at that power), rather than "no effect".
+    """
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise ValueError(f"minimum_detectable_effect: alpha and power must be in (0, 1), got {alpha}, {power}")
+    if not math.isfinite(se) or se < 0:
+        return math.nan
+    return float((_sps.norm.ppf(1.0 - alpha / 2.0) + _sps.norm.ppf(power)) * se)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -241,3 +241,108 @@ def test_plot_pareto_writes_a_png(tmp_path: Path) -> None:
     front = stats.pareto_front(points, ["peak_vram_mb", "wer"], ["min", "min"])
     out = stats.plot_pareto(points, front, "peak_vram_mb", "wer", tmp_path / "pareto.png", title="WER vs memory")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+# ------------------------------------------------------------------------------ hierarchical bootstrap
+
+TRUE_WER = 0.15  # the population mean of `_draw_level`'s per-utterance error probabilities
+
+
+def _draw_level(rng: np.random.Generator, seeds: int, utterances: int, seed_sd: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """A level's errors (seeds × utterances): utterance difficulty shared by the seeds, plus a per-seed shift."""
+    words = rng.integers(5, 16, size=utterances)
+    difficulty = rng.uniform(0.05, 0.25, size=utterances)
+    shift = rng.normal(0.0, seed_sd, size=seeds)
+    return rng.binomial(words[None, :], np.clip(difficulty[None, :] + shift[:, None], 0.0, 1.0)), words
+
+
+def test_hierarchical_interval_stays_within_the_range_of_wer() -> None:
+    """A nearly perfect level: a Student t interval over its seeds dips below 0, the bootstrap's does not."""
+    words = np.full(40, 10)
+    errors = np.zeros((2, 40))
+    errors[0, 0], errors[1, :6] = 1, 1  # WERs 0.0025 and 0.015
+    assert stats.mean_ci(errors.sum(axis=1) / words.sum())[1] < 0
+    for e in (errors, np.vstack([errors, np.zeros(40)]), np.zeros((3, 40))):
+        r = stats.hierarchical_bootstrap(e, words, n_boot=500)
+        assert 0.0 <= r.low <= r.mean <= r.high <= 1.0
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        e, w = _draw_level(rng, 4, 30, seed_sd=0.1)
+        r = stats.hierarchical_bootstrap(e, w, n_boot=300)
+        assert 0.0 <= r.low <= r.high <= 1.0
+
+
+def test_hierarchical_interval_covers_the_true_mean_at_about_the_nominal_rate() -> None:
+    rng = np.random.default_rng(1)
+    draws = 200
+    covered = 0
+    for i in range(draws):
+        e, w = _draw_level(rng, 8, 120)
+        r = stats.hierarchical_bootstrap(e, w, n_boot=400, seed=i)
+        assert r.over_seeds
+        covered += r.low <= TRUE_WER <= r.high
+    assert 0.88 <= covered / draws <= 0.995, covered / draws
+
+
+def test_hierarchical_interval_shrinks_with_more_seeds_and_utterances() -> None:
+    def width(seeds: int, utterances: int) -> float:
+        rng = np.random.default_rng(7)
+        ws = []
+        for i in range(8):
+            e, w = _draw_level(rng, seeds, utterances)
+            r = stats.hierarchical_bootstrap(e, w, n_boot=400, seed=i)
+            ws.append(r.high - r.low)
+        return float(np.mean(ws))
+
+    assert width(3, 100) > width(6, 100) > width(12, 100)
+    assert width(4, 50) > width(4, 200) > width(4, 800)
+
+
+def test_few_seeds_give_an_utterance_interval_and_the_seed_spread() -> None:
+    words = np.full(50, 10)
+    rng = np.random.default_rng(0)
+    errors = np.vstack([rng.binomial(10, 0.1, 50), rng.binomial(10, 0.3, 50)])
+    r = stats.hierarchical_bootstrap(errors, words, n_boot=500)
+    wers = errors.sum(axis=1) / words.sum()
+    assert not r.over_seeds and r.n_seeds == 2 and r.n_utterances == 50
+    assert (r.seed_min, r.seed_max) == pytest.approx((wers.min(), wers.max()))
+    assert r.mean == pytest.approx(wers.mean())
+    # Utterances only: the same as a bootstrap of the seed-averaged errors, narrower than the seeds' spread.
+    assert r.high - r.low < r.seed_max - r.seed_min
+    assert stats.hierarchical_bootstrap(np.vstack([errors, errors[:1]]), words, n_boot=200).over_seeds
+
+
+def test_hierarchical_delta_includes_seed_variation_only_with_enough_seeds() -> None:
+    rng = np.random.default_rng(5)
+    a, w = _draw_level(rng, 6, 100, seed_sd=0.03)
+    b = a.copy()
+    b[:, :10] += 1  # B makes 10 more errors on every seed
+    d = stats.hierarchical_delta(a, b, w, n_boot=1000)
+    assert d.delta == pytest.approx(10 / w.sum()) and d.over_seeds
+    assert d.low < d.delta < d.high
+    narrow = stats.hierarchical_delta(a[:2], b[:2], w, n_boot=1000)
+    assert not narrow.over_seeds and narrow.se < d.se
+    with pytest.raises(ValueError, match="utterances"):
+        stats.hierarchical_delta(a, b[:, :50], w[:50])
+
+
+# ---------------------------------------------------------------------- minimum detectable effect
+
+def test_minimum_detectable_effect_formula() -> None:
+    assert stats.minimum_detectable_effect(0.01) == pytest.approx((1.959964 + 0.841621) * 0.01, rel=1e-5)
+    assert stats.minimum_detectable_effect(0.01, alpha=0.01, power=0.9) == pytest.approx(
+        (sps.norm.ppf(0.995) + sps.norm.ppf(0.9)) * 0.01)
+    assert math.isnan(stats.minimum_detectable_effect(math.nan))
+
+
+def test_minimum_detectable_effect_from_a_bootstrap_of_known_spread() -> None:
+    """Per-utterance error differences of known standard deviation σ: the delta's SE is σ / (√n · words)."""
+    n, words, sigma = 400, 10, 2.0
+    diffs = np.tile([-2, 2], n // 2)  # standard deviation exactly 2 errors per utterance
+    errors_a = np.full(n, 5)
+    b = stats.paired_bootstrap(errors_a, errors_a + diffs, np.full(n, words), n_boot=4000)
+    expected_se = sigma / math.sqrt(n) / words
+    assert b.se == pytest.approx(expected_se, rel=0.08)
+    assert stats.minimum_detectable_effect(b.se) == pytest.approx(2.8016 * expected_se, rel=0.08)
+    d = stats.hierarchical_delta([errors_a], [errors_a + diffs], np.full(n, words), n_boot=4000)
+    assert d.se == pytest.approx(expected_se, rel=0.08)

@@ -26,7 +26,9 @@ from trainables.entropy import (
     lora_rank_pattern,
     measure_entropy,
     module_position,
+    rank_spread,
     resolve_modules,
+    sharpen,
 )
 from trainables.models import (
     LoraConfig,
@@ -91,6 +93,25 @@ def test_allocation_is_proportional_when_the_bounds_do_not_bind() -> None:
     assert allocate_ranks({"a": 2.0, "b": 2.0, "c": 2.0}, 10) == {"a": 4, "b": 3, "c": 3}
 
 
+def test_sharpness_spreads_a_nearly_uniform_allocation() -> None:
+    """Entropies within 1.5× of each other: γ = 1 is close to uniform, γ = 4 clearly is not, γ = 0 is uniform."""
+    entropies = {f"m{i}": 3.0 + 0.1 * i for i in range(16)}  # 3.0 .. 4.5 nats
+    spread = {g: rank_spread(allocate_ranks(sharpen(entropies, g), 8 * 16)) for g in (0.0, 1.0, 4.0)}
+    assert spread[0.0] == {"min": 8, "max": 8, "gini": 0.0}
+    assert spread[1.0]["max"] - spread[1.0]["min"] <= 4 and spread[1.0]["gini"] < 0.1
+    assert spread[4.0]["max"] >= 2 * spread[4.0]["min"] and spread[4.0]["gini"] > 2 * spread[1.0]["gini"]
+    assert sharpen(entropies, 1.0) == entropies
+
+
+def test_rank_spread_of_known_allocations() -> None:
+    assert rank_spread({"a": 4, "b": 4}) == {"min": 4, "max": 4, "gini": 0.0}
+    # Gini of (0, 0, 0, 4): mean |difference| over the 16 ordered pairs is 24/16, over twice the mean 2.
+    assert rank_spread({"a": 0, "b": 0, "c": 0, "d": 4})["gini"] == pytest.approx(0.75)
+    assert rank_spread({"a": 1, "b": 3})["gini"] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        rank_spread({})
+
+
 def test_bounds_redistribute_the_budget() -> None:
     # a alone would take 100/102 of 12; capped at 6, the rest is split evenly.
     assert allocate_ranks({"a": 100.0, "b": 1.0, "c": 1.0}, 12, r_max=6) == {"a": 6, "b": 3, "c": 3}
@@ -116,7 +137,8 @@ def test_entropy_config_checks_name_the_field() -> None:
     assert build(EntropyConfig, {}).lambda_ == 0.0
     for bad, field in [({"r_min": 0}, "r_min"), ({"r_min": 4, "r_max": 2}, "r_max"), ({"order": 3}, "order"),
                        ({"budget": 0}, "budget"), ({"calibration_batches": 0}, "calibration_batches"),
-                       ({"log_every": -1}, "log_every"), ({"side": "middle"}, "side")]:
+                       ({"log_every": -1}, "log_every"), ({"side": "middle"}, "side"),
+                       ({"sharpness": -1.0}, "sharpness")]:
         with pytest.raises(ConfigError, match=rf"^{field}:"):
             build(EntropyConfig, bad)
     cfg = build(EntropyConfig, {"log_every": 5})
@@ -380,6 +402,8 @@ def test_qlora_allocates_ranks_logs_entropy_and_saves_the_heatmaps(tiny_whisper_
     ranks = {n: a["rank"] for n, a in allocation.items()}
     assert sum(ranks.values()) == 2 * len(ranks) == metrics["lora_rank_total"]  # default budget: lora.r per module
     assert all(1 <= r <= 4 for r in ranks.values())
+    assert (metrics["lora_rank_min"], metrics["lora_rank_max"]) == (min(ranks.values()), max(ranks.values()))
+    assert metrics["lora_rank_gini"] == pytest.approx(rank_spread(ranks)["gini"])
     base = dict(load_base_model(str(tiny_whisper_dir), "whisper", PrecisionConfig(bits=32), CPU).named_modules())
     assert metrics["trainable_params"] == sum(r * (base[n].in_features + base[n].out_features) for n, r in ranks.items())
     history = json.loads((out / "history.json").read_text())

@@ -21,7 +21,7 @@ from trainables.models import (
     stack_depths,
     target_module_names,
 )
-from trainables.qlora import parse_config, run
+from trainables.qlora import adalora_config, parse_config, run
 
 CPU = torch.device("cpu")
 
@@ -167,6 +167,35 @@ def test_adalora_prunes_to_the_uniform_budget(tiny_whisper_dir: Path) -> None:
     assert metrics["step"] == 12 and math.isfinite(metrics["wer"])
     modules = 2 * (2 + 2 + 2)  # q and v in 2 encoder, 2 decoder self-attention and 2 cross-attention layers
     assert metrics["lora_rank_total"] == 2 * modules  # pruned from init_r = 3 per module to the budget of r = 2
+    assert 0 <= metrics["lora_rank_min"] <= 2 <= metrics["lora_rank_max"] <= 3  # the ranks it ended with
+    assert 0 <= metrics["lora_rank_gini"] < 1
+
+
+@pytest.mark.parametrize(("steps", "warmup"), [(40, 4), (400, 60), (4000, 100)])
+def test_adalora_schedule_scales_with_the_step_budget(tiny_whisper_dir: Path, steps: int, warmup: int) -> None:
+    """On the config qlora builds, peft's own budget schedule keeps the initial ranks through the warm-up, prunes
+    in the middle, and holds the pruned ranks fixed over the last steps, at every step budget."""
+    from peft import get_peft_model
+
+    cfg = parse_config({"model": str(tiny_whisper_dir), "lora": {"kind": "adalora", "r": 4, "alpha": 8, "modules": ["q", "v"]},
+                        "optim": {"max_steps": steps, "warmup_steps": warmup}})
+    base = load_base_model(str(tiny_whisper_dir), "whisper", PrecisionConfig(bits=32), CPU)
+    names = target_module_names(base, "whisper", cfg.lora, stack_depths(base.config.to_dict(), "whisper"))
+    config = adalora_config(names, cfg)
+    assert config.total_step == steps and config.init_r == 6 and config.target_r == 4
+    assert config.lora_alpha / config.init_r == pytest.approx(8 / 4)  # the same scale per direction as LoRA
+    assert config.orth_reg_weight == pytest.approx(0.1)
+    allocator = get_peft_model(base, config).base_model.rankallocator
+    schedule = [allocator.budget_schedule(step) for step in range(1, steps + 1)]
+    budgets = [b for b, _ in schedule]
+    first = next(step for step, b in enumerate(budgets, 1) if b < allocator.init_bgt)
+    last = max(step for step in range(2, steps + 1) if budgets[step - 1] != budgets[step - 2])
+    assert first > warmup and first > steps // 20  # after the warm-up, and not in the first few steps
+    assert last <= steps - steps // 5  # ranks fixed for at least the last fifth of the steps
+    assert budgets[-1] == allocator.target_bgt == 4 * len(names)  # ends at the uniform budget
+    reallocations = sum(masks for _, masks in schedule[first - 1:last])
+    assert 5 <= reallocations <= 60  # re-allocated several times, not at every one of 4,000 steps
+    assert all(b1 >= b2 for b1, b2 in zip(budgets, budgets[1:], strict=False))  # never grows back
 
 
 def test_nf4_trains_after_a_mid_training_evaluation(tiny_whisper_dir: Path) -> None:

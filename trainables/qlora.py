@@ -10,7 +10,8 @@ evaluates the untuned model. Run it in-process with `run(config)` or on Ray Trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from trainables.entropy import (
     entropy_metrics,
     lora_rank_pattern,
     measure_entropy,
+    rank_spread,
+    sharpen,
 )
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
 from trainables.inference import (
@@ -89,6 +92,40 @@ from trainables.training import (
 
 
 @dataclass
+class AdaLoRASettings:
+    """AdaLoRA's schedule and regulariser (used when lora.kind is adalora), scaled to the step budget.
+
+    AdaLoRA (Zhang et al., ICLR 2023) trains P·Λ·Q triplets at init_r per module, then prunes the least
+    important singular values on a cubic schedule down to the budget of uniform rank lora.r, and fine-tunes
+    the pruned adapters at the end. peft's phases (tinit, tfinal, total_step) are given here as fractions of
+    optim.max_steps, so pruning starts after the warm-up and ends before the last steps at any budget.
+    """
+
+    init_r_factor: float = 1.5
+    """Initial rank per module as a multiple of lora.r (the paper starts at 1.5× the target average rank)."""
+    tinit_fraction: float = 0.1
+    """Steps before pruning starts, as a fraction of optim.max_steps (never fewer than optim.warmup_steps)."""
+    tfinal_fraction: float = 0.3
+    """Final steps with the ranks fixed (the pruned adapters fine-tuned), as a fraction of optim.max_steps."""
+    reallocations: int = 50
+    """How many times, at most, the ranks are re-allocated during the pruning phase (sets peft's deltaT)."""
+    orth_reg_weight: float = 0.1
+    """Weight of the orthogonality penalty on P and Q (the paper's γ = 0.1; peft's default is 0.5)."""
+    lr_scale: float = 1.0
+    """AdaLoRA's peak learning rate is optim.lr × this."""
+
+    def check(self) -> None:
+        require(self.init_r_factor > 1, "init_r_factor", f"must be above 1 (there is nothing to prune), got {self.init_r_factor}")
+        require(0 <= self.tinit_fraction < 1, "tinit_fraction", f"must be in [0, 1), got {self.tinit_fraction}")
+        require(0 < self.tfinal_fraction < 1, "tfinal_fraction", f"must be in (0, 1), got {self.tfinal_fraction}")
+        require(self.tinit_fraction + self.tfinal_fraction < 1, "tfinal_fraction",
+                "tinit_fraction + tfinal_fraction must leave steps to prune in")
+        require(self.reallocations >= 1, "reallocations", f"must be at least 1, got {self.reallocations}")
+        require(self.orth_reg_weight >= 0, "orth_reg_weight", f"must be >= 0, got {self.orth_reg_weight}")
+        require(self.lr_scale > 0, "lr_scale", f"must be positive, got {self.lr_scale}")
+
+
+@dataclass
 class QLoRAConfig:
     """One QLoRA training run."""
 
@@ -106,6 +143,8 @@ class QLoRAConfig:
     """Masking of training features (Whisper: log-mel masks; wav2vec2: its built-in latent masks)."""
     entropy: EntropyConfig = field(default_factory=EntropyConfig)
     """Entropy-aware LoRA: per-module ranks from activation entropy, and an entropy term in the loss."""
+    adalora: AdaLoRASettings = field(default_factory=AdaLoRASettings)
+    """AdaLoRA's schedule, regulariser and learning rate (only with lora.kind adalora)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Decoding batch, transcript length and how often to evaluate during training."""
     gradient_checkpointing: bool = False
@@ -201,7 +240,55 @@ def allocate_entropy_ranks(cfg: QLoRAConfig, task: WhisperTask | CTCTask, model:
 
         entropies = measure_entropy(model, targets, batches, forward, side=ent.side, order=ent.order)
     entropies = all_gather_objects(entropies)[0]
-    return allocate_ranks(entropies, budget, ent.r_min, ent.r_max), entropies
+    return allocate_ranks(sharpen(entropies, ent.sharpness), budget, ent.r_min, ent.r_max), entropies
+
+
+def adalora_schedule(steps: int, warmup: int, a: AdaLoRASettings) -> dict[str, int]:
+    """peft's tinit, tfinal, deltaT and total_step for a budget of `steps` optimiser steps.
+
+    Pruning (peft prunes at steps tinit+1 .. total_step−tfinal) starts after the learning-rate warm-up and
+    after tinit_fraction of the steps, and ends tfinal_fraction of the steps before the end; deltaT spreads at
+    most `reallocations` re-allocations over the pruning phase. Always leaves at least one pruning step.
+    """
+    if steps < 3:
+        raise ConfigError(f"lora.kind: AdaLoRA needs at least 3 training steps (warm-up, pruning, final), got {steps}")
+    tfinal = min(steps - 2, max(1, math.ceil(a.tfinal_fraction * steps)))
+    tinit = min(steps - tfinal - 1, max(warmup, math.ceil(a.tinit_fraction * steps)))
+    pruning = steps - tfinal - tinit
+    return {"tinit": tinit, "tfinal": tfinal, "deltaT": max(1, pruning // a.reallocations), "total_step": steps}
+
+
+def adalora_config(names: list[str], cfg: QLoRAConfig) -> Any:
+    """peft AdaLoraConfig at the budget of uniform rank lora.r, with the schedule scaled to optim.max_steps.
+
+    peft scales AdaLoRA's update by lora_alpha / init_r (its `ranknum` stays at init_r), LoRA's by alpha / r;
+    lora_alpha is raised by init_r / r so each direction gets the same scale as in uniform LoRA of rank r.
+    """
+    from peft import AdaLoraConfig
+
+    lora, a = cfg.lora, cfg.adalora
+    init_r = max(lora.r + 1, math.ceil(a.init_r_factor * lora.r))
+    return AdaLoraConfig(
+        target_r=lora.r, init_r=init_r, lora_alpha=lora.alpha * init_r / lora.r, lora_dropout=lora.dropout,
+        orth_reg_weight=a.orth_reg_weight, target_modules=names,
+        **adalora_schedule(cfg.optim.max_steps, cfg.optim.warmup_steps, a),
+    )
+
+
+def adalora_ranks(model: torch.nn.Module, targets: list[str]) -> dict[str, int]:
+    """Rank each adapted module ended with: its unpruned singular values in AdaLoRA's rank pattern
+    (keys are lora_E parameter names), else its full lora_E (a module never pruned)."""
+    pattern = unwrap(model).peft_config["default"].rank_pattern or {}
+    kept = {key.split(".lora_E")[0]: sum(bool(x) for x in mask) for key, mask in pattern.items()}
+    ranks: dict[str, int] = {}
+    for name, module in unwrap(model).named_modules():
+        full = getattr(module, "lora_E", None)
+        match = [t for t in targets if name.endswith(t)]
+        if full is None or "default" not in full or not match:
+            continue
+        own = [k for k in kept if name.endswith(k) or k.endswith(match[0])]
+        ranks[match[0]] = kept[own[0]] if own else int(full["default"].shape[0])
+    return ranks
 
 
 # --------------------------------------------------------------------------- set-up, training, evaluation, report
@@ -259,7 +346,11 @@ def setup(cfg: QLoRAConfig) -> Setup:
     calibration: dict[str, float] = {}
     if cfg.entropy.enabled:
         ranks, calibration = allocate_entropy_ranks(cfg, task, model, targets, splits.train, dev, dtype)
-    if cfg.lora.enabled:
+    if cfg.lora.enabled and cfg.lora.kind == "adalora":
+        from peft import get_peft_model
+
+        model = get_peft_model(model, adalora_config(targets, cfg))
+    elif cfg.lora.enabled:
         model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks), total_steps=cfg.optim.max_steps)
     else:
         enable_full_finetuning(model)
@@ -277,7 +368,8 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     if steps == 0:
         return [], None
     rank, size = world()
-    stepper = Stepper(cfg.optim, [p for p in s.model.parameters() if p.requires_grad], s.dev, s.wrapped)
+    optim = replace(cfg.optim, lr=cfg.optim.lr * cfg.adalora.lr_scale) if cfg.lora.kind == "adalora" else cfg.optim
+    stepper = Stepper(optim, [p for p in s.model.parameters() if p.requires_grad], s.dev, s.wrapped)
     batches = epoch_batches([len(u["audio"]) for u in s.splits.train], cfg.optim.batch_size, cfg.seed, rank, size)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     ent = cfg.entropy
@@ -330,19 +422,27 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
                            size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts),
         "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
     }
+    ranks = s.ranks
     if cfg.lora.enabled and cfg.lora.kind == "adalora" and stepper:  # ranks AdaLoRA kept, from its own record
-        pattern = s.model.peft_config["default"].rank_pattern or {}
-        metrics["lora_rank_total"] = float(sum(sum(bool(x) for x in mask) for mask in pattern.values()))
-    if s.ranks:
-        metrics["lora_rank_total"] = float(sum(s.ranks.values()))
+        ranks = adalora_ranks(s.model, s.targets)
+    if ranks:
+        metrics["lora_rank_total"] = float(sum(ranks.values()))
+        metrics.update({f"lora_rank_{k}": v for k, v in rank_spread(ranks).items()})
+    if s.calibration:
         metrics["calibration_entropy_mean"] = sum(s.calibration.values()) / len(s.calibration)
     out = None
     if world()[0] == 0:
         out = artifact_dir()
         extra: dict[str, Any] = {"size_breakdown.json": size_parts}
-        if s.ranks:
-            extra["rank_allocation.json"] = {n: {"entropy": s.calibration[n], "rank": s.ranks[n]} for n in s.targets}
-            entropy_heatmap(s.ranks, out / "lora_ranks.png", title=f"LoRA ranks (total {sum(s.ranks.values())})")
+        if ranks:
+            extra["rank_allocation.json"] = {n: {"entropy": s.calibration.get(n), "rank": ranks[n]} for n in s.targets
+                                             if n in ranks}
+            spread = rank_spread(ranks)
+            how = "AdaLoRA, after pruning" if cfg.lora.kind == "adalora" else f"entropy^{cfg.entropy.sharpness:g}"
+            entropy_heatmap(ranks, out / "lora_ranks.png",
+                            title=f"LoRA ranks ({how}; total {sum(ranks.values())}, min {spread['min']:g}, "
+                                  f"max {spread['max']:g}, Gini {spread['gini']:.2f})")
+        if s.calibration:
             entropy_heatmap(s.calibration, out / "calibration_entropy.png", title="activation entropy (nats), calibration")
         write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"]}, extra)
         if cfg.save_adapter and stepper:

@@ -158,6 +158,37 @@ def _hypotheses(c: Any, run_id: str, tmp: Path) -> list[dict[str, Any]] | None:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def _char_errors(row: dict[str, Any]) -> tuple[int, int]:
+    """(character edits, reference characters) of one hypotheses row, normalised as the trial's CER was."""
+    import jiwer
+
+    from trainables.metrics import normalize_text
+
+    ref, hyp = normalize_text(row.get("reference", "")), normalize_text(row.get("hypothesis", ""))
+    if not ref:
+        return len(hyp), 0
+    out = jiwer.process_characters(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def _error_tables(per_level: dict[str, list[list[dict[str, Any]]]]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Per level: word and character errors as (seeds × utterances) matrices over the utterances every trial
+    of every level decoded (in one order), with their reference lengths; and that utterance count."""
+    import numpy as np
+
+    runs = [rows for level in per_level.values() for rows in level]
+    common = sorted(set.intersection(*({r["id"] for r in rows} for rows in runs))) if runs else []
+    tables: dict[str, dict[str, Any]] = {}
+    for key, level in per_level.items():
+        by_id = [{r["id"]: r for r in rows} for rows in level]
+        chars = [[_char_errors(b[i]) for i in common] for b in by_id]
+        tables[key] = {"wer": np.array([[b[i]["errors"] for i in common] for b in by_id], dtype=float),
+                       "words": np.array([by_id[0][i]["ref_words"] for i in common], dtype=float),
+                       "cer": np.array([[e for e, _ in c] for c in chars], dtype=float),
+                       "chars": np.array([n for _, n in chars[0]], dtype=float)}
+    return tables, len(common)
+
+
 def _mean_errors(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per-utterance word errors averaged over a level's seeds (utterances every seed decoded)."""
     common = set.intersection(*({r["id"] for r in rows} for rows in runs))
@@ -170,55 +201,141 @@ def _mean_errors(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [by_id[i] for i in sorted(by_id)]
 
 
+def _interval_cell(iv: Any) -> str:
+    """`0.0630 [0.0512, 0.0761]`, marked † when the interval is over utterances only."""
+    return f"{iv.mean:.4f} [{iv.low:.4f}, {iv.high:.4f}]" + ("" if iv.over_seeds else " †")
+
+
+def _range_cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    return _fmt(mean) if len(values) == 1 or min(values) == max(values) else f"{_fmt(mean)} ({_fmt(min(values))}–{_fmt(max(values))})"
+
+
 def ablation_section(c: Any, rows: list[dict[str, Any]], factor: str, baseline_level: Any, out_dir: Path,
                      name: str) -> str:
-    """Per level: mean and 95% CI over seeds; each level against the baseline: paired bootstrap."""
+    """Per level: WER and CER with hierarchical-bootstrap intervals (seeds, then utterances), the seeds' spread,
+    costs and the ranks' spread; each level against the baseline: paired bootstrap, the difference with seed
+    variation, and the smallest difference the design could detect."""
     import tempfile
 
     from platform import stats
 
-    metrics = ["wer", *COST_METRICS]
-    levels = stats.level_summary(rows, factor, metrics)
-    lines = [f"## Ablation of `{factor}` (baseline level: `{baseline_level}`)", "",
-             "Mean and 95% confidence interval (Student t) over seeds, finished trials only.", "",
-             "| level | n | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
-    for lv in levels:
-        cells = []
-        for m in metrics:
-            mean, low, high = lv[f"{m}_mean"], lv[f"{m}_low"], lv[f"{m}_high"]
-            cells.append(_fmt(mean) + ("" if math.isnan(low) else f" [{_fmt(low)}, {_fmt(high)}]"))
-        lines.append(f"| {lv['level']} | {lv['n']} | " + " | ".join(cells) + " |")
     finished = [r for r in rows if stats.is_completed(r) and factor in r["searched"]]
+    by_level: dict[str, list[dict[str, Any]]] = {}
+    for r in finished:
+        by_level.setdefault(json.dumps(r["searched"][factor], sort_keys=True, default=str), []).append(r)
+    order = [json.dumps(lv["level"], sort_keys=True, default=str) for lv in stats.level_summary(rows, factor, ["wer"])]
+    per_level: dict[str, list[list[dict[str, Any]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        per_level: dict[str, list[list[dict[str, Any]]]] = {}
         for i, r in enumerate(finished):
             hyps = _hypotheses(c, r["run_id"], Path(tmp) / str(i))
             if hyps:
-                per_level.setdefault(json.dumps(r["searched"][factor]), []).append(hyps)
-    base_key = json.dumps(baseline_level)
-    lines += ["", f"Each level against `{baseline_level}`: paired bootstrap over utterances (10,000 resamples) of",
-              "the corpus-WER difference, per-utterance errors averaged over seeds.", "",
-              "| level | WER | baseline WER | ΔWER [95% CI] | relative | p |", "|---|---|---|---|---|---|"]
+                per_level.setdefault(json.dumps(r["searched"][factor], sort_keys=True, default=str), []).append(hyps)
+        heatmaps = _rank_heatmaps(c, by_level, order, Path(tmp), out_dir, factor)
+    tables, n_utt = _error_tables(per_level)
+    intervals: dict[str, dict[str, Any]] = {}
+    for key, t in tables.items():
+        intervals[key] = {"wer": stats.hierarchical_bootstrap(t["wer"], t["words"])}
+        if t["chars"].sum() > 0:
+            intervals[key]["cer"] = stats.hierarchical_bootstrap(t["cer"], t["chars"])
+    few = any(not iv["wer"].over_seeds for iv in intervals.values())
+    ranked = any(r.get("lora_rank_gini") is not None for r in finished)
+    lines = [f"## Ablation of `{factor}` (baseline level: `{baseline_level}`)", "",
+             f"Per level: the mean over seeds of the corpus WER and CER on the {n_utt} test utterances every trial "
+             f"decoded, with a 95% interval from a hierarchical bootstrap (seeds drawn with replacement, then "
+             f"utterances, 2,000 resamples), which stays within the metric's range (never below 0). "
+             f"Finished trials only; costs are the mean over seeds (min–max)."]
+    if few:
+        lines += ["", f"† fewer than {stats.MIN_SEEDS} seeds: the interval is over utterances only (it leaves out "
+                      "seed-to-seed variation, which the seed range column shows: min–max of the seeds' WERs)."]
+    cost_cols = [m for m in COST_METRICS if m != "cer"]
+    header = ["level", "seeds", "WER [95% CI]", "WER seed range", "CER [95% CI]",
+              *(["ranks min–max, Gini"] if ranked else []), *cost_cols]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    plotted = []
+    for key in order:
+        members = by_level.get(key, [])
+        iv = intervals.get(key, {})
+        wer = iv.get("wer")
+        seeds = [r.get("wer") for r in members if r.get("wer") is not None]
+        spread = f"{wer.seed_min:.4f}–{wer.seed_max:.4f}" if wer else (
+            f"{min(seeds):.4f}–{max(seeds):.4f}" if seeds else "-")
+        cells = [str(json.loads(key)), str(len(members)), _interval_cell(wer) if wer else _range_cell(seeds), spread,
+                 _interval_cell(iv["cer"]) if "cer" in iv else _range_cell([r["cer"] for r in members if r.get("cer") is not None])]
+        if ranked:
+            mins = [r["lora_rank_min"] for r in members if r.get("lora_rank_min") is not None]
+            maxs = [r["lora_rank_max"] for r in members if r.get("lora_rank_max") is not None]
+            ginis = [r["lora_rank_gini"] for r in members if r.get("lora_rank_gini") is not None]
+            cells.append(f"{min(mins):g}–{max(maxs):g}, {sum(ginis) / len(ginis):.3f}" if ginis else "uniform")
+        cells += [_range_cell([r[m] for r in members if r.get(m) is not None]) for m in cost_cols]
+        lines.append("| " + " | ".join(cells) + " |")
+        if wer:
+            plotted.append({"level": json.loads(key), "wer_mean": wer.mean, "wer_low": wer.low, "wer_high": wer.high,
+                            "seed_min": wer.seed_min, "seed_max": wer.seed_max, "over_seeds": wer.over_seeds})
+    if heatmaps:
+        lines += ["", "Ranks each module got (the first seed's trial of each level; AdaLoRA: after pruning). "
+                      "Gini 0 is uniform; min–max and Gini over all seeds are in the table above.", ""]
+        lines += [f"![{png}]({png})" for png in heatmaps]
+    base_key = json.dumps(baseline_level, sort_keys=True, default=str)
+    lines += ["", f"Each level against `{baseline_level}`. ΔWER and p: paired bootstrap over utterances (10,000 "
+                  "resamples) of the corpus-WER difference, per-utterance errors averaged over seeds. ΔWER with seeds: "
+                  f"hierarchical bootstrap (both levels' seeds redrawn, when each has {stats.MIN_SEEDS} or more; "
+                  "utterances shared). MDE: the smallest difference this design detects at α = 0.05 with 80% power, "
+                  "2.80 × the standard error of the latter; a difference that is not significant reads "
+                  "\"no effect larger than MDE\".", "",
+              "| level | WER | baseline WER | ΔWER [95% CI] | relative | p | ΔWER with seeds [95% CI] | MDE | reading |",
+              "|---|---|---|---|---|---|---|---|---|"]
     if base_key not in per_level:
-        lines.append("| (the baseline level has no finished trial with hypotheses) | | | | | |")
+        lines.append("| (the baseline level has no finished trial with hypotheses) | | | | | | | | |")
     else:
         base = _mean_errors(per_level[base_key])
-        for key, runs in sorted(per_level.items()):
-            if key == base_key:
+        for key in order:
+            if key == base_key or key not in per_level:
                 continue
-            aligned = stats.align(base, _mean_errors(runs)) if len(base) else None
+            aligned = stats.align(base, _mean_errors(per_level[key])) if len(base) else None
             if aligned is None or not len(aligned.ids):
                 continue
             b = stats.paired_bootstrap(aligned.errors_a, aligned.errors_b, aligned.ref_words)
+            d = stats.hierarchical_delta(tables[base_key]["wer"], tables[key]["wer"], tables[key]["words"])
+            mde = stats.minimum_detectable_effect(d.se)
+            if b.p_value < 0.05:
+                reading = f"{'worse' if b.delta > 0 else 'better'} by {abs(b.delta):.4f}"
+            else:
+                reading = f"no effect larger than {mde:.4f}"
             lines.append(f"| {json.loads(key)} | {b.wer_b:.4f} | {b.wer_a:.4f} | {b.delta:+.4f} [{b.ci_low:+.4f}, "
-                         f"{b.ci_high:+.4f}] | {b.relative:+.1%} | {b.p_value:.4f} |")
+                         f"{b.ci_high:+.4f}] | {b.relative:+.1%} | {b.p_value:.4f} | {d.delta:+.4f} [{d.low:+.4f}, "
+                         f"{d.high:+.4f}]{'' if d.over_seeds else ' †'} | {mde:.4f} | {reading} |")
     png = out_dir / f"ablation_{factor.replace('.', '_')}.png"
-    if levels and _plot_levels(levels, factor, baseline_level, png, name):
+    if plotted and _plot_levels(plotted, factor, baseline_level, png, name):
         lines += ["", f"![{png.name}]({png.name})"]
     return "\n".join(lines)
 
 
+def _rank_heatmaps(c: Any, by_level: dict[str, list[dict[str, Any]]], order: list[str], tmp: Path, out_dir: Path,
+                   factor: str) -> list[str]:
+    """Copy the first trial's `lora_ranks.png` of each level that has one into `out_dir`; their file names."""
+    import shutil
+
+    names = []
+    for key in order:
+        for r in by_level.get(key, [])[:1]:
+            try:
+                src = c.download_artifacts(r["run_id"], "lora_ranks.png", str(tmp / f"ranks-{r['run_id']}"))
+            except Exception:
+                continue
+            level = "".join(ch if ch.isalnum() else "_" for ch in str(json.loads(key)))
+            name = f"lora_ranks_{factor.replace('.', '_')}_{level}.png"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out_dir / name)
+            names.append(name)
+    return names
+
+
 def _plot_levels(levels: list[dict[str, Any]], factor: str, baseline_level: Any, path: Path, name: str) -> bool:
+    """Bars of each level's mean WER, with its bootstrap interval (hatched: over utterances only) and its
+    seeds' min and max as dots."""
     from matplotlib.figure import Figure
 
     points = [lv for lv in levels if not math.isnan(lv["wer_mean"])]
@@ -226,16 +343,22 @@ def _plot_levels(levels: list[dict[str, Any]], factor: str, baseline_level: Any,
         return False
     fig = Figure(figsize=(max(5, 1.1 * len(points)), 4))
     ax = fig.add_subplot()
-    xs = range(len(points))
+    xs = list(range(len(points)))
     means = [lv["wer_mean"] for lv in points]
-    errs = [[0 if math.isnan(lv["wer_low"]) else lv["wer_mean"] - lv["wer_low"] for lv in points],
-            [0 if math.isnan(lv["wer_high"]) else lv["wer_high"] - lv["wer_mean"] for lv in points]]
+    errs = [[lv["wer_mean"] - lv["wer_low"] for lv in points], [lv["wer_high"] - lv["wer_mean"] for lv in points]]
     colors = ["tab:orange" if str(lv["level"]) == str(baseline_level) else "tab:blue" for lv in points]
-    ax.bar(xs, means, yerr=errs, capsize=4, color=colors)
-    ax.set_xticks(list(xs), [str(lv["level"]) for lv in points], rotation=20)
-    ax.set_ylabel("WER (mean, 95% CI over seeds)")
-    ax.set_title(f"{name}: WER by {factor} (orange: baseline)")
+    bars = ax.bar(xs, means, yerr=errs, capsize=4, color=colors)
+    for bar, lv in zip(bars, points, strict=True):
+        if not lv["over_seeds"]:
+            bar.set_hatch("//")
+    ax.scatter(xs + xs, [lv["seed_min"] for lv in points] + [lv["seed_max"] for lv in points], color="black", s=12,
+               zorder=3, label="seed min / max")
+    ax.set_xticks(xs, [str(lv["level"]) for lv in points], rotation=20)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("WER (mean over seeds, 95% bootstrap CI)")
+    ax.set_title(f"{name}: WER by {factor} (orange: baseline; hatched: CI over utterances only)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return True

@@ -42,20 +42,40 @@ def test_ablation_report_gives_ci_and_p_value(tmp_path: Path) -> None:
     exp = c.create_experiment("abl")
     parent = c.create_run(exp, run_name="abl", tags={
         "sweep": "abl", "searched_keys": json.dumps(["base"]), "searcher_type": "grid",
-        "ablation": json.dumps({"factor": "base", "baseline": "lora16", "repeats": 2, "seed_key": "seed"}),
+        "ablation": json.dumps({"factor": "base", "baseline": "lora16", "repeats": 3, "seed_key": "seed"}),
         "objectives": json.dumps([["wer"], ["min"]])}).info.run_id
     rng = random.Random(0)
-    for level, rate in (("lora16", 0.05), ("nf4", 0.06), ("broken", 0.30)):
-        for seed in (0, 1):
+    for level, rate, seeds in (("lora16", 0.05, 3), ("nf4", 0.055, 3), ("broken", 0.30, 2)):
+        for seed in range(seeds):
             hyps = _hyps(rng, rate)
             wer = sum(h["errors"] for h in hyps) / sum(h["ref_words"] for h in hyps)
+            ranks = {"lora_rank_min": 2.0 + seed, "lora_rank_max": 12.0, "lora_rank_gini": 0.2} if level == "nf4" else {}
             _child(c, exp, parent, f"{level}-{seed}", {"base": level, "seed": seed},
-                   {"wer": wer, "model_size_mb": 10.0 + seed}, tmp_path, hyps)
+                   {"wer": wer, "model_size_mb": 10.0 + seed, **ranks}, tmp_path, hyps)
     text = sweep_report(uri, parent, tmp_path / "out")
-    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
-    broken = [cell.strip() for cell in lines["broken"].split("|")]
-    assert float(broken[-2]) < 0.05  # p-value column of the bootstrap table
-    assert "[" in lines["nf4"] and "ΔWER" in text
+    tables: dict[str, list[list[str]]] = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| level"):
+            cells = [cell.strip() for cell in line.split("|")[1:-1]]
+            tables.setdefault(cells[0], []).append(cells)
+    # Per level: bootstrap intervals within [0, 1]; the 2-seed level's is over utterances only (†), with its seed range.
+    for level in ("lora16", "nf4", "broken"):
+        wer = tables[level][0][2]
+        mean, low, high = (float(x) for x in wer.replace("[", "").replace("]", "").replace(",", "").split()[:3])
+        assert 0.0 <= low <= mean <= high <= 1.0
+        assert wer.endswith("†") == (level == "broken")
+        seed_min, seed_max = (float(x) for x in tables[level][0][3].split("–"))
+        assert seed_min <= mean <= seed_max
+    assert tables["nf4"][0][5] == "2–12, 0.200" and tables["lora16"][0][5] == "uniform"  # ranks min–max, Gini
+    assert "† fewer than 3 seeds" in text
+    # Against the baseline: p-value, the difference with seeds, the MDE and how to read it.
+    broken, nf4 = tables["broken"][1], tables["nf4"][1]
+    assert float(broken[5]) < 0.05 and broken[8].startswith("worse by")
+    mde = float(nf4[7])
+    assert 0.005 < mde < 0.1
+    if float(nf4[5]) >= 0.05:
+        assert nf4[8] == f"no effect larger than {mde:.4f}"
+    assert not nf4[6].endswith("†") and broken[6].endswith("†")
     assert (tmp_path / "out" / "ablation_base.png").exists()
     logged = {a.path for a in c.list_artifacts(parent, "report")}
     assert "report/report.md" in logged and "report/ablation_base.png" in logged

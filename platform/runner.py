@@ -12,6 +12,7 @@ from typing import Any
 from platform import progress, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
+from trainables.config import redact
 
 STATE_FILE = "sweep.json"
 
@@ -162,7 +163,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = state_root / stamp
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"stamp": stamp, "preset": sweep.preset, "overrides": overrides, "tracking_uri": uri}
+        state = {"stamp": stamp, "preset": sweep.preset, "overrides": redact(overrides), "tracking_uri": uri}
     stamp = state["stamp"]
     experiment_path = f"{storage_root.rstrip('/')}/{sweep.name}" if remote else str(state_root)
     train_storage = f"{experiment_path}/{stamp}-train"
@@ -233,15 +234,35 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         print(f"the sweep stopped before every trial finished; continue it with --resume "
               f"(python -m platform.sweep {sweep.name} --resume)", flush=True)
         return 130
+    failed = failed_trials(uri, parent)
     c.set_terminated(parent, "FINISHED")
     minutes = (time.time() - started) / 60
     objectives, modes = sweep.objectives
     exp_id = c.get_run(parent).info.experiment_id
     print(f"done in {minutes:.1f} min. Browse it: mlflow ui --backend-store-uri {uri}", flush=True)
     print(f"  then open http://127.0.0.1:5000/#{report.trials_link(exp_id, objectives[0], modes[0])}", flush=True)
-    print(f"use the best trial: python -m platform.transcribe {parent} FILES_OR_FOLDER... | "
-          f"python -m platform.export {parent} OUT_DIR", flush=True)
+    if len(failed) < sweep.num_samples:
+        print(f"use the best trial: python -m platform.transcribe {parent} FILES_OR_FOLDER... | "
+              f"python -m platform.export {parent} OUT_DIR", flush=True)
+    if failed:
+        c.set_tag(parent, "failed_trials", str(len(failed)))
+        print(failure_summary(failed, sweep.num_samples), file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def failed_trials(uri: str, parent: str) -> list[dict[str, Any]]:
+    """The sweep's trials that MLflow records FAILED (each with its `error` tag)."""
+    from platform.report import trial_rows
+
+    return [r for r in trial_rows(uri, parent) if r["status"] == "FAILED"]
+
+
+def failure_summary(failed: list[dict[str, Any]], total: int) -> str:
+    """How many trials failed and why, one line each (the error's last line, as the run's `error` tag holds it)."""
+    lines = [f"{len(failed)} of {total} trials failed (exit status 1):"]
+    lines += [f"  {r['trial']}: {r['error'] or 'no error recorded'}" for r in failed]
+    return "\n".join(lines)
 
 
 PROGRESS_INTERVAL_S = float(os.environ.get("SPEECH_SWEEPS_PROGRESS_S", "30"))

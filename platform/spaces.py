@@ -17,7 +17,18 @@ from typing import Any, Literal
 import yaml
 
 from trainables import METHODS, load_method
-from trainables.config import ConfigError, build, coerce, field_type, flatten, merge, require, unflatten
+from trainables.config import (
+    ConfigError,
+    build,
+    coerce,
+    field_type,
+    flatten,
+    merge,
+    read_yaml,
+    require,
+    thaw,
+    unflatten,
+)
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PRESETS = ("local", "gpu")
@@ -246,6 +257,8 @@ class ResolvedSweep:
     resources: ResourcesSpec
     baseline: bool
     ablation: AblationSpec | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The `--set` values, each as its field takes it."""
 
     @property
     def objectives(self) -> tuple[list[str], list[str]]:
@@ -300,7 +313,7 @@ def load(path: Path) -> SweepSpec:
     """Parse and validate the file's structure."""
     where = _relative(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceError(f"{where}: cannot read the file ({exc.strerror if isinstance(exc, OSError) else exc})") from None
     except yaml.YAMLError as exc:
@@ -321,16 +334,19 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
     spec = load(path)
     if preset not in PRESETS:
         raise SpaceError(f"{where}: --preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    module = load_method(spec.method)
+    _thaw_spec(spec, module.CONFIG)
     chosen = spec.presets.get(preset, PresetSpec())
     config = merge(spec.config, chosen.config)
     space = chosen.space if chosen.space is not None else spec.space
     at = f"presets.{preset}.space" if chosen.space is not None else "space"  # where the space's errors point
-    module = load_method(spec.method)
-    overrides = overrides or {}
+    given, overrides = overrides or {}, {}
     try:
-        for key, value in overrides.items():
+        for key, value in given.items():
             try:
-                coerced = coerce(value, field_type(module.CONFIG, key), key)
+                tp = field_type(module.CONFIG, key)
+                value = overrides[key] = thaw(value, tp)
+                coerced = coerce(value, tp, key)
                 config = merge(config, unflatten({key: value if isinstance(value, dict) else coerced}))
             except ConfigError as exc:
                 raise ConfigError(f"--set {exc}") from None
@@ -369,6 +385,7 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
             scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
             max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
             resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=spec.ablation,
+            overrides=overrides,
         )
         if spec.searcher.type == "grid":
             for key, param in space.items():
@@ -387,6 +404,71 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None
     return resolved
+
+
+def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:
+    """Give the file's config values, levels and ablation baseline (read with `read_yaml`) the types of the
+    method's config fields: an unquoted `off` is the string "off" where the field takes strings."""
+
+    def thaw_space(space: dict[str, ParamSpec]) -> None:
+        for key, param in space.items():
+            if param.named is not None:
+                param.named = {name: thaw(overrides, config_cls) for name, overrides in param.named.items()}
+            elif param.values is not None:
+                try:
+                    tp = field_type(config_cls, key)
+                except ConfigError:
+                    tp = Any
+                param.values = [thaw(v, tp) for v in param.values]
+
+    spec.config = thaw(spec.config, config_cls)
+    thaw_space(spec.space)
+    for preset in spec.presets.values():
+        preset.config = thaw(preset.config, config_cls)
+        if preset.space is not None:
+            thaw_space(preset.space)
+    if spec.ablation is not None:
+        factor = spec.space.get(spec.ablation.factor)
+        try:
+            tp = str if factor is not None and factor.named is not None else field_type(config_cls, spec.ablation.factor)
+        except ConfigError:
+            tp = Any
+        spec.ablation.baseline = thaw(spec.ablation.baseline, tp)
+
+
+def check_data(sweep: ResolvedSweep) -> list[str]:
+    """Scan every local data folder the sweep's trials would read, on the driver, before any trial starts.
+
+    Unreadable audio files and audio files without a transcript stop the sweep with one line naming the first
+    few and the count (SpaceError), unless the config says `data.on_bad: skip`: then the returned warnings give
+    the count (the trials leave those files out)."""
+    from trainables.data import scan_folder, source_kind
+
+    module = load_method(sweep.method)
+    first = {k: p.levels()[0] for k, p in sweep.space.items()}
+    sampled_configs = [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]]
+    warnings: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for sampled in itertools.islice(sampled_configs, 64):
+        data = getattr(module.parse_config(sweep.trial_config(sampled)), "data", None)
+        source, on_bad = getattr(data, "source", None), getattr(data, "on_bad", "error")
+        if not isinstance(source, str) or (source, on_bad) in seen:
+            continue
+        seen.add((source, on_bad))
+        try:
+            if source_kind(source) != "folder":
+                continue
+        except ValueError:
+            continue  # the config's own check names it
+        scan = scan_folder(Path(source))
+        if not scan.bad:
+            continue
+        if on_bad == "skip":
+            warnings.append(f"warning: data.source: {scan.summary()}; skipping them (data.on_bad: skip)")
+        else:
+            raise SpaceError(f"{_relative(sweep.path)}: data.source: {scan.summary()}; fix or remove them, "
+                             "or set data.on_bad: skip")
+    return warnings
 
 
 def _with_repeats(space: dict[str, ParamSpec], ablation: AblationSpec, at: str) -> dict[str, ParamSpec]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import yaml
 
 from platform import spaces
-from platform.cluster import cluster_gpus, connect_ray
+from platform.cluster import ROOT, check_storage, cluster_gpus, connect_ray
 from platform.spaces import ResolvedSweep, SpaceError
+from trainables.config import read_yaml, redact
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +45,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise SpaceError(f"--set {item!r}: expected KEY=VALUE")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = read_yaml(value)  # each value as its field takes it: spaces.resolve
         except yaml.YAMLError:
             raise SpaceError(f"--set {key}: value {value!r} is not valid YAML") from None
     return out
@@ -81,7 +83,7 @@ def plan_text(sweep: ResolvedSweep, why: str) -> str:
         *[f"  {k}: {json.dumps({f: v for f, v in vars(p).items() if v not in (None, False) and f != 'named'})}"
           + (" (named levels: config overrides each)" if p.named else "") for k, p in sweep.space.items()],
         "fixed config:",
-        *["  " + line for line in yaml.safe_dump(sweep.config, sort_keys=True).splitlines()],
+        *["  " + line for line in yaml.safe_dump(redact(sweep.config), sort_keys=True).splitlines()],
     ]
     return "\n".join(lines)
 
@@ -97,7 +99,35 @@ def list_sweeps() -> str:
     return "\n".join(rows) or "(no sweeps in search_spaces/)"
 
 
+def preflight(args: argparse.Namespace) -> str:
+    """The tracking store and the results folder, checked before Ray or any trial starts; the tracking URI.
+
+    Raises SpaceError with one line naming what is wrong (an unreachable server fails within seconds)."""
+    from platform import tracking
+
+    uri = args.tracking_uri or tracking.default_tracking_uri(ROOT)
+    flag = "--tracking-uri" if args.tracking_uri else ("MLFLOW_TRACKING_URI" if "MLFLOW_TRACKING_URI" in os.environ
+                                                       else "tracking store")
+    try:
+        tracking.check_tracking_uri(uri)
+    except tracking.TrackingUnreachable as exc:
+        raise SpaceError(f"{flag} {exc}") from None
+    problem = check_storage(args.storage)
+    if problem:
+        raise SpaceError(f"--storage: {problem}" if args.storage else problem)
+    return uri
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 when every trial finished, 1 when any failed, 2 for bad input, 130 after Ctrl-C."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         print(list_sweeps())
@@ -112,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
             if value is not None and value < 1:
                 raise SpaceError(f"{flag}: must be at least 1, got {value}")
+        uri = preflight(args)
         if args.dry_run:
             preset, why = (args.preset, "--preset") if args.preset else ("local", "--dry-run defaults to local; pass --preset gpu to check it")
         else:
@@ -121,15 +152,18 @@ def main(argv: list[str] | None = None) -> int:
             sweep.num_samples = args.num_samples
         if args.max_concurrent:
             sweep.max_concurrent_trials = args.max_concurrent
+        data_warnings = spaces.check_data(sweep)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan_text(sweep, why), flush=True)
+    for warning in data_warnings:
+        print(warning, file=sys.stderr, flush=True)
     if args.dry_run:
         return 0
     from platform.runner import run_sweep
 
-    return run_sweep(sweep, overrides=overrides, why=why, tracking_uri=args.tracking_uri, storage=args.storage,
+    return run_sweep(sweep, overrides=sweep.overrides, why=why, tracking_uri=uri, storage=args.storage,
                      resume=args.resume, started=time.time())
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from trainables.config import flatten
+from platform.cluster import unwritable
+from trainables.config import flatten, redact, redact_text
 
 # Tune's bookkeeping keys that are not metrics of the trial.
 _NOT_METRICS = {
@@ -31,6 +32,47 @@ PARAM_LIMIT = 6000
 
 def default_tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+class TrackingUnreachable(RuntimeError):
+    """The tracking store cannot be reached or written; the message is one line naming the URI."""
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (within `timeout_s`) when the MLflow store at `uri` cannot be used.
+
+    MLflow's own client retries an unreachable server with back-off for minutes before it raises; a sweep
+    would print its plan and then sit silent. An http(s) server must answer (any HTTP status but 401/403: a
+    proxy's own pages still answer); sqlite and file stores need a folder that can be written.
+    """
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()  # noqa: S310 - http(s) only
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise TrackingUnreachable(f"{uri}: the tracking server refuses access (HTTP {exc.code}); "
+                                          "set MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME/PASSWORD") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnreachable(f"{uri}: no MLflow tracking server answers there ({reason}); start one "
+                                      "(mlflow server ...) or leave out --tracking-uri for sqlite:///mlflow.db") from None
+        return
+    if parsed.scheme == "sqlite":
+        path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+        folder = path.parent if path is not None and str(path) not in ("", ":memory:") else None
+    elif parsed.scheme in ("", "file"):
+        folder = Path(parsed.path or uri)
+    else:
+        return  # databricks, ...: MLflow's own errors
+    if folder is not None:
+        problem = unwritable(folder)
+        if problem:
+            raise TrackingUnreachable(f"{uri}: cannot write the tracking store there ({problem})")
 
 
 def client(uri: str) -> Any:
@@ -149,10 +191,11 @@ def numeric_metrics(result: dict[str, Any]) -> dict[str, float]:
 
 
 def log_params(c: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Params, flattened with dots; token-like values (a secret given with --set, say) are redacted."""
     from mlflow.entities import Param
 
     items = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)[:PARAM_LIMIT])
-             for k, v in flatten(params).items()]
+             for k, v in flatten(redact(params)).items()]
     for i in range(0, len(items), 90):
         c.log_batch(run_id, params=items[i : i + 90])
 
@@ -183,6 +226,7 @@ def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[s
 
     c = client(uri)
     exp = experiment_id(uri, sweep_name)
+    tags = redact(tags)
     run = c.create_run(exp, run_name=f"{sweep_name}-{tags.get('stamp', '')}", tags=tags)
     run_id = run.info.run_id
     log_params(c, run_id, params)
@@ -227,8 +271,9 @@ class MlflowTrials(Callback):
             self.c.update_run(run_id, status="RUNNING")
         else:
             sampled = dict(trial.config)
-            tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent, "searched": json.dumps(sampled)}
-            run_id = self.c.create_run(exp, run_name=trial_label(sampled, self.space), tags=tags).info.run_id
+            tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent,
+                    "searched": json.dumps(redact(sampled))}
+            run_id = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)), tags=tags).info.run_id
             config = resolved_config(self.method, self.fixed, self.space, sampled)
             log_params(self.c, run_id, config)
             log_datasets(self.c, run_id, config)
@@ -262,7 +307,7 @@ class MlflowTrials(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
-        error = _trial_error(trial)
+        error = redact_text(_trial_error(trial))
         self.c.set_tag(run_id, "error", error.strip().splitlines()[-1][:5000] if error.strip() else "unknown error")
         self.c.log_text(run_id, error, "error.txt")
         self.c.set_terminated(run_id, "FAILED")

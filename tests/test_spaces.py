@@ -284,3 +284,96 @@ def test_real_entry_point(tmp_path: Path) -> None:
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert lines[0].startswith("error: ") and str(path) in lines[0] and "num_sample: unknown key" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Good input is not refused: string fields get the text the user wrote, through --set and the file
+# ---------------------------------------------------------------------------------------------
+
+
+def _literal_fields(cls: type, prefix: str = "") -> list[tuple[str, tuple]]:
+    """(dotted key, allowed values) of every Literal field of a config dataclass, nested ones included."""
+    import dataclasses
+    import types
+    import typing
+
+    out = []
+    for name, tp in typing.get_type_hints(cls).items():
+        key = f"{prefix}{name}"
+        options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        for option in options:
+            if typing.get_origin(option) is typing.Literal:
+                out.append((key, typing.get_args(option)))
+            elif dataclasses.is_dataclass(option):
+                out += _literal_fields(option, key + ".")
+    return out
+
+
+def _sweep_of(method: str) -> Path | None:
+    from platform import spaces
+
+    return next((spaces.find(n) for n in spaces.available() if spaces.load(spaces.find(n)).method == method), None)
+
+
+@pytest.mark.parametrize("method", sorted(__import__("trainables").METHODS))
+def test_every_literal_value_of_every_method_passes_set(method: str) -> None:
+    """`--set KEY=VALUE` for every value of every Literal field reaches the field exactly as written
+    (`off` is not False, `16` of a Literal of ints is 16); only a check relating two fields may refuse it."""
+    from platform import spaces
+    from trainables import load_method
+    from trainables.config import coerce, field_type, flatten, thaw
+
+    path = _sweep_of(method)
+    config_cls = load_method(method).CONFIG
+    fields = _literal_fields(config_cls)
+    assert fields, method
+    reached = 0
+    for key, allowed in fields:
+        for value in allowed:
+            if path is None:  # a method with no sweep file yet: the --set value as resolve types it
+                tp = field_type(config_cls, key)
+                got = coerce(thaw(sweep.parse_sets([f"{key}={value}"])[key], tp), tp, key)
+                assert got == value and type(got) is type(value), (key, value, got)
+                reached += 1
+                continue
+            try:
+                resolved = spaces.resolve(path, "local", sweep.parse_sets([f"{key}={value}"]))
+            except spaces.SpaceError as exc:
+                # A value may clash with another field (a check across fields); never with its own type.
+                assert "is not one of" not in str(exc) and "expected" not in str(exc), (key, value, str(exc))
+                continue
+            got = flatten(resolved.config)[key]
+            assert got == value and type(got) is type(value), (key, value, got)
+            reached += 1
+    assert reached >= len(fields), (method, reached, len(fields))
+
+
+def test_set_autocast_off_reaches_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["qlora_rank", "--dry-run", "--set", "optim.autocast=off"]) == 0
+    assert "autocast: 'off'" in capsys.readouterr().out
+
+
+def test_yaml_strings_that_look_like_bools_nulls_or_numbers(tmp_path: Path) -> None:
+    """In a file too, unquoted `off`/`on`/`yes`/`no`/`null`/numbers reach a string field as written, and a bool
+    or number field still gets YAML's value."""
+    from platform import spaces
+    from trainables.config import flatten
+
+    path = tmp_path / "strings.yaml"
+    path.write_text(BASE.replace("data: {source: espeak-smoke}",
+                                 "data: {source: espeak-smoke, hub_config: 2024, train_split: train}\n"
+                                 "  optim: {autocast: off}\n  precision: {double_quant: no}"))
+    resolved = spaces.resolve(path, "local", sweep.parse_sets(["eval.every=2", "data.val_split=null"]))
+    config = flatten(resolved.config)
+    assert config["optim.autocast"] == "off"
+    assert config["data.hub_config"] == "2024"  # a name that looks like a number
+    assert config["precision.double_quant"] is False  # a bool field still reads `no` as false
+    assert config["eval.every"] == 2
+    assert config["data.val_split"] == "null"  # a str field, not optional: the text
+    assert resolved.space["lora.r"].values == [2, 4]
+    for text in ("on", "yes", "no", "off", "007", "1.10", "true"):
+        got = flatten(spaces.resolve(path, "local", sweep.parse_sets([f"data.hub_config={text}"])).config)
+        assert got["data.hub_config"] == text, (text, got["data.hub_config"])
+    for text in ("~", "null"):
+        got = flatten(spaces.resolve(path, "local", sweep.parse_sets([f"data.hub_config={text}"])).config)
+        assert got["data.hub_config"] is None  # an optional field: null means none

@@ -253,7 +253,89 @@ def _transcript(audio: Path, mappings: list[tuple[Path, dict[str, str]]]) -> str
     return None
 
 
-def _load_folder(root: Path, split: str, max_items: int | None) -> list[Utterance]:
+OnBad = Literal["error", "skip"]
+
+
+@dataclass
+class FolderScan:
+    """What a driver-side scan of a local data folder found (`scan_folder`)."""
+
+    root: Path
+    files: int
+    """Audio files (.wav, .flac) under the folder."""
+    unreadable: list[tuple[Path, str]]
+    """Files soundfile cannot open, with its reason (not audio, truncated header, no samples)."""
+    unlabelled: list[Path]
+    """Readable files with no transcript (no same-stem .txt, no line in transcripts.tsv or metadata.csv)."""
+
+    @property
+    def bad(self) -> int:
+        return len(self.unreadable) + len(self.unlabelled)
+
+    def summary(self, first: int = 3) -> str:
+        """One line: how many files are unusable and why, naming the first few of each kind."""
+
+        def names(paths: list[Path]) -> str:
+            shown = ", ".join(p.relative_to(self.root).as_posix() for p in paths[:first])
+            return shown + (f", ... ({len(paths) - first} more)" if len(paths) > first else "")
+
+        parts = []
+        if self.unreadable:
+            reasons = [(p, r) for p, r in self.unreadable[:first]]
+            shown = ", ".join(f"{p.relative_to(self.root).as_posix()} ({r})" for p, r in reasons)
+            more = f", ... ({len(self.unreadable) - first} more)" if len(self.unreadable) > first else ""
+            parts.append(f"{len(self.unreadable)} unreadable: {shown}{more}")
+        if self.unlabelled:
+            parts.append(f"{len(self.unlabelled)} without a transcript: {names(self.unlabelled)}")
+        return (f"folder {str(self.root)!r}: {self.bad} of {self.files} audio files cannot be used; "
+                + "; ".join(parts))
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """Why soundfile cannot read `path` (its header only: cheap), or None when it can."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
+        return " ".join(str(exc).split())[-120:] or type(exc).__name__
+    return "no samples" if info.frames == 0 else None
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """Check every audio file of a local data folder on the driver, before any trial: which cannot be read and
+    which have no transcript (what a trial would fail on, or silently drop)."""
+    root = root.expanduser()
+    files = _audio_files(root)
+    dirs = {root}
+    for f in files:  # every folder between the root and a file may hold transcripts.tsv / metadata.csv
+        dirs.update(p for p in f.parents if p == root or p.is_relative_to(root))
+    mappings = _mappings(sorted(dirs))
+    unreadable, unlabelled = [], []
+    for f in files:
+        reason = _unreadable_reason(f)
+        if reason is not None:
+            unreadable.append((f, reason))
+        elif _transcript(f, mappings) is None:
+            unlabelled.append(f)
+    return FolderScan(root, len(files), unreadable, unlabelled)
+
+
+def _decoded(utterances: list[Utterance], on_bad: OnBad) -> list[Utterance]:
+    """Decode each utterance's audio; with on_bad skip, drop the ones that cannot be read, else fail naming the file."""
+    out = []
+    for utt in utterances:
+        try:
+            out.append({**utt, "audio": decode_audio(utt["audio"])})
+        except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
+            if on_bad == "skip":
+                continue
+            raise ValueError(f"data.source: cannot read {str(utt['audio'])!r} ({' '.join(str(exc).split())}); "
+                             "fix or remove it, or set data.on_bad: skip") from None
+    return out
+
+
+def _load_folder(root: Path, split: str, max_items: int | None, on_bad: OnBad = "error") -> list[Utterance]:
     base = _split_base(root, split)
     files = _audio_files(base or root)
     if not files:
@@ -276,9 +358,7 @@ def _load_folder(root: Path, split: str, max_items: int | None) -> list[Utteranc
             f"data.source: folder {str(root)!r} has audio but no transcripts "
             "(same-stem .txt files, transcripts.tsv or metadata.csv)"
         )
-    for utt in utterances:
-        utt["audio"] = decode_audio(utt["audio"])
-    return utterances
+    return _decoded(utterances, on_bad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +406,7 @@ def _load_hub(name: str, split: str, max_items: int | None, hub_config: str | No
 
 
 def load_speech(
-    source: str, split: str, *, max_items: int | None = None, hub_config: str | None = None
+    source: str, split: str, *, max_items: int | None = None, hub_config: str | None = None, on_bad: OnBad = "error"
 ) -> list[Utterance]:
     """Utterances {"id", "audio" (float32, 16 kHz, mono), "text"} of one split of `source`.
 
@@ -335,6 +415,7 @@ def load_speech(
     present, else a deterministic 80/10/10 split by file name), or a hub data set name
     (`google/fleurs`, `librispeech_asr`, ...), which fails at once when the hub is unreachable.
     For hub data sets `split` may also be the data set's own split name (e.g. `train.360`).
+    A folder's unreadable files fail the load naming the file, or with `on_bad="skip"` are left out.
     """
     if max_items is not None and max_items < 0:
         raise ValueError(f"max_items: {max_items} is negative")
@@ -344,7 +425,7 @@ def load_speech(
     split = canonical_split(split)
     if kind == "corpus":
         return _load_corpus(source, split, max_items)
-    return _load_folder(Path(source).expanduser(), split, max_items)
+    return _load_folder(Path(source).expanduser(), split, max_items, on_bad)
 
 
 def load_texts(source: str, *, split: str = "train", max_items: int | None = None, field: str = "text",
@@ -412,6 +493,9 @@ class DataConfig:
     encoder_window_s: float = 0.0
     """Audio window a Whisper encoder sees, in seconds: 0 = the longest utterance of the three splits,
     rounded up to 0.5 s (training and decoding get much cheaper for short utterances); 30 = Whisper's own."""
+    on_bad: OnBad = "error"
+    """A local folder's audio files that cannot be read or have no transcript: error (the sweep stops before any
+    trial, naming them) or skip (left out, with a warning giving the count)."""
 
     def check(self) -> None:
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
@@ -433,9 +517,10 @@ class Splits:
 
 def load_splits(cfg: DataConfig) -> Splits:
     """Load the train, validation and test splits `cfg` names and choose the encoder window."""
-    train = load_speech(cfg.source, cfg.train_split, max_items=cfg.max_train_items, hub_config=cfg.hub_config)
-    val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, hub_config=cfg.hub_config)
-    test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, hub_config=cfg.hub_config)
+    kw = {"hub_config": cfg.hub_config, "on_bad": cfg.on_bad}
+    train = load_speech(cfg.source, cfg.train_split, max_items=cfg.max_train_items, **kw)
+    val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, **kw)
+    test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, **kw)
     longest_s = max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE
     return Splits(train, val, test, cfg.encoder_window_s or math.ceil(2 * longest_s) / 2)
 

@@ -570,7 +570,7 @@ def load_result(trial: Trial, dev: torch.device, *, merged: bool = False) -> tup
         dequantise_linears(model)
     model = PeftModel.from_pretrained(model, str(trial.file("adapter", "save_adapter writes it")))
     if isinstance(task, WhisperCTCStudent):
-        saved = torch.load(trial.file("head_and_projection.pt", "the trained CTC head"), map_location=dev)
+        saved = torch.load(trial.file("head_and_projection.pt", "the trained CTC head"), map_location=dev, weights_only=True)
         head = {k: v for k, v in saved.items() if not k.startswith("kd_projection.")}
         unexpected = model.load_state_dict(head, strict=False).unexpected_keys
         if unexpected or not head:
@@ -599,7 +599,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         copy_adapter(trial, out, base)
         head_note = ""
         if (trial.path / "head_and_projection.pt").exists():
-            saved = torch.load(trial.path / "head_and_projection.pt", map_location="cpu")
+            saved = torch.load(trial.path / "head_and_projection.pt", map_location="cpu", weights_only=True)
             save_file({k.split("head.", 1)[1]: v.contiguous() for k, v in saved.items() if ".head." in f".{k}"},
                       str(out / "ctc_head.safetensors"))
             head_note = " and the character CTC head (ctc_head.safetensors: weight, bias over vocab.json)"

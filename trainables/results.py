@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables import METHODS, progress
-from trainables.config import to_dict
+from trainables.config import redact, to_dict
 from trainables.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.training import in_ray_train, reduce_max, world
 
@@ -43,7 +43,7 @@ def write_artifacts(out: Path, config: Any, metrics: Mapping[str, float], histor
     """config.json (the resolved config), method.json (which method wrote them, so a result can be used
     from its folder alone), metrics.json, history.json, one JSON-lines file per evaluated set (reference,
     hypothesis and word errors per utterance, for significance tests), and any other JSON."""
-    (out / "config.json").write_text(json.dumps(to_dict(config), indent=2))
+    (out / "config.json").write_text(json.dumps(redact(to_dict(config)), indent=2))  # no token in artifacts
     module = type(config).__module__
     method = next((name for name, mod in METHODS.items() if mod == module), module)
     (out / "method.json").write_text(json.dumps({"method": method}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from collections.abc import Iterator, Sequence
@@ -92,6 +93,23 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, rank: int,
         epoch += 1
 
 
+@contextlib.contextmanager
+def no_autocast() -> Iterator[None]:
+    """Full precision inside a method's autocast region, on every device type.
+
+    Features are data, not model compute: the feature extractors turn torch results into numpy arrays,
+    which have no bfloat16, so under CPU bf16 autocast they failed with "Got unsupported ScalarType
+    BFloat16"; and half-precision log-mels would change what the model sees. Every method builds its
+    batches inside `Stepper.step`'s autocast context, so the batching helpers switch it off here.
+    """
+    with torch.autocast("cpu", enabled=False):
+        if torch.cuda.is_available():
+            with torch.autocast("cuda", enabled=False):
+                yield
+        else:
+            yield
+
+
 class WhisperFeatures:
     """Log-mel features for Whisper, padded to a fixed encoder window, computed once per audio.
 
@@ -111,10 +129,11 @@ class WhisperFeatures:
         audio = np.ascontiguousarray(utt["audio"])
         key = (utt["id"], hashlib.blake2b(audio.view(np.uint8), digest_size=16).digest())
         if key not in self.cache:
-            out = self.fe(
-                utt["audio"][: self.n_samples], sampling_rate=SAMPLE_RATE, padding="max_length",
-                max_length=self.n_samples, truncation=True, return_tensors="np",
-            )
+            with no_autocast():
+                out = self.fe(
+                    utt["audio"][: self.n_samples], sampling_rate=SAMPLE_RATE, padding="max_length",
+                    max_length=self.n_samples, truncation=True, return_tensors="np",
+                )
             self.cache[key] = out["input_features"][0].astype(np.float32)
         return self.cache[key]
 
@@ -145,8 +164,9 @@ def whisper_labels(tokenizer: Any, texts: Sequence[str], decoder_start_token_id:
 def ctc_batch(processor: Any, utts: Sequence[dict]) -> dict[str, torch.Tensor]:
     """Padded, normalised waveforms and character labels (padding -100) for a CTC model."""
     audio = [u["audio"] for u in utts]
-    inputs = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
-                                         return_attention_mask=True)
+    with no_autocast():
+        inputs = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+                                             return_attention_mask=True)
     labels = [processor.tokenizer(u["text"].upper() if processor_uppercase(processor) else u["text"]).input_ids
               for u in utts]
     width = max(1, max(len(x) for x in labels))

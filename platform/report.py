@@ -356,7 +356,8 @@ def _plot_levels(levels: list[dict[str, Any]], factor: str, baseline_level: Any,
     ax.set_xticks(xs, [str(lv["level"]) for lv in points], rotation=20)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("WER (mean over seeds, 95% bootstrap CI)")
-    ax.set_title(f"{name}: WER by {factor} (orange: baseline; hatched: CI over utterances only)", fontsize=9)
+    hatched = "\nhatched: interval over utterances only (< 3 seeds)" if any(not lv["over_seeds"] for lv in points) else ""
+    ax.set_title(f"{name}: WER by {factor} (orange: baseline){hatched}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

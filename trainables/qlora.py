@@ -112,7 +112,9 @@ class AdaLoRASettings:
     orth_reg_weight: float = 0.1
     """Weight of the orthogonality penalty on P and Q (the paper's γ = 0.1; peft's default is 0.5)."""
     lr_scale: float = 1.0
-    """AdaLoRA's peak learning rate is optim.lr × this."""
+    """AdaLoRA's peak learning rate is optim.lr × this. Its update B·diag(E)·A starts from E = 0 and A, B ~ N(0, 0.02),
+    so at LoRA's learning rate it moves far less in a short run: on tiny.en at 40 steps, lr 1e-3 left WER at 0.23
+    where ×5 reached 0.06, as uniform LoRA does (entropy_allocation sets 5)."""
 
     def check(self) -> None:
         require(self.init_r_factor > 1, "init_r_factor", f"must be above 1 (there is nothing to prune), got {self.init_r_factor}")

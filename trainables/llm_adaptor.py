@@ -390,7 +390,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
         for step in range(1, c.steps + 1):
             point = stepper.step(contrastive_loss)
             history.append({"step": step, "contrastive_loss": point["loss"], "contrastive_lr": point["lr"],
-                            "train_retrieval_top1": point["retrieval_top1"]})
+                            "retrieval_top1": point["retrieval_top1"]})
     if cfg.optim.max_steps > 0:
         stepper = steppers["ce"] = Stepper(cfg.optim, trainable, s.dev, s.model)
         batches = epoch_batches(lengths, cfg.optim.batch_size, cfg.seed + 1, 0, 1)

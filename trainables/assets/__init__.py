@@ -71,8 +71,8 @@ ASSETS: dict[str, Asset] = {
                              "librispeech_asr", _corpus("espeak-clinical")),
 }
 # Assets the `local` preset needs; `prepare` builds these (and the optional teacher with --all).
-LOCAL_ASSETS = ["whisper-tiny.en", "espeak-general", "espeak-clinical"]
-OPTIONAL_ASSETS = ["whisper-base", "smollm2-135m-instruct"]
+LOCAL_ASSETS = ["whisper-tiny.en", "espeak-general", "espeak-clinical", "smollm2-135m-instruct"]
+OPTIONAL_ASSETS = ["whisper-base"]
 
 MODEL_ASSETS = [n for n, a in ASSETS.items() if a.kind == "model"]
 

@@ -218,9 +218,15 @@ class AudioLLM(torch.nn.Module):
         return embeds, mask, labels
 
     def loss(self, states: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """Cross-entropy of the transcripts given encoder states (HF shifts the labels by one inside)."""
+        """Mean cross-entropy of the transcript tokens (and end tokens) given encoder states.
+
+        Every row's prompt has the same length, so only the last n_target + 1 positions' logits are computed
+        (position t predicts token t + 1): the LLM's output layer over its whole vocabulary is most of a small
+        LLM's cost, and the prompt and audio positions carry no loss."""
         embeds, mask, labels = self.training_inputs(self.adaptor(states), targets)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        n_target = max(len(t) for t in targets) + 1  # the longest transcript and its end token
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=n_target + 1).logits
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, -n_target:].flatten(), ignore_index=-100)
 
     @torch.no_grad()
     def generate_ids(self, states: torch.Tensor, max_new_tokens: int, repetition_penalty: float = 1.0,

@@ -328,3 +328,32 @@ def test_a_two_trial_sweep_computes_the_encoder_states_once_and_records_every_me
         # Both phases' per-step curves, on one step axis: InfoNCE steps 1-3, then cross-entropy steps 4-6.
         assert [m.step for m in c.get_metric_history(r.info.run_id, "train_contrastive_loss")] == [1, 2, 3]
         assert [m.step for m in c.get_metric_history(r.info.run_id, "train_loss")] == [4, 5, 6]
+
+
+@pytest.mark.slow
+def test_the_local_recipe_lowers_wer_far_below_the_untrained_adaptor() -> None:
+    """The local preset's models, sized for CI: tiny.en's encoder, SmolLM2-135M frozen, an mlp adaptor trained on
+    400 espeak-general utterances (100 InfoNCE steps, 40 cross-entropy steps); WER on 20 test utterances (held-out
+    voices) before and after, paired bootstrap on the same utterances."""
+    from platform.stats import paired_bootstrap
+    from trainables.evaluation import evaluate
+
+    cfg = llm_adaptor.parse_config({
+        "data": {"source": "espeak-general", "max_train_items": 400, "max_val_items": 4, "max_eval_items": 20},
+        "contrastive": {"steps": 100, "batch_size": 32}, "optim": {"max_steps": 40, "warmup_steps": 5, "batch_size": 8},
+        "eval": {"batch_size": 10, "max_new_tokens": 24}, "save_adaptor": False})
+    s = llm_adaptor.setup(cfg)
+    before = evaluate(s.task, s.model, s.splits.test, 10, CPU, torch.float32)
+    history, steppers = llm_adaptor.train(s)
+    metrics, out = llm_adaptor.finish(s, history, steppers)
+    after = [json.loads(x) for x in (out / "hypotheses.jsonl").read_text().splitlines()]
+    print({"untrained_wer": before["wer"], "wer": metrics["wer"], "retrieval_top1": metrics["retrieval_top1"]})
+    assert [r["id"] for r in before["rows"]] == [r["id"] for r in after]
+    ce = [p["loss"] for p in history if "loss" in p]
+    assert np.mean(ce[-5:]) < 0.7 * np.mean(ce[:5]), ce
+    result = paired_bootstrap([r["errors"] for r in before["rows"]], [r["errors"] for r in after],
+                              [r["ref_words"] for r in after])
+    # Untrained, the LLM answers the prompt with chat (WER about 2 here); trained, it writes sentences that begin
+    # with the utterance's words (measured at this size on 30 utterances: 0.6x passed; at the preset's, 2.15 -> 0.71).
+    assert metrics["wer"] < 0.6 * before["wer"], (metrics["wer"], before["wer"])
+    assert result.p_value < 0.01 and result.ci_high < 0, result

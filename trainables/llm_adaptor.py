@@ -339,6 +339,7 @@ def setup(cfg: LLMAdaptorConfig) -> Setup:
     tokenizer = AutoTokenizer.from_pretrained(llm_source)
     llm = load_llm(cfg.llm, llm_source, dev)
     a = cfg.adaptor
+    torch.manual_seed(cfg.seed)  # the adaptor's initialisation must not depend on what loading and caching drew before
     adaptor = Adaptor(encoder.hidden_size, llm.get_input_embeddings().embedding_dim, kind=a.kind,
                       downsample=a.downsample, k=a.k, width=a.width, layers=a.layers, heads=a.heads,
                       dropout=a.dropout).to(dev)

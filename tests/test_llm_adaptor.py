@@ -227,7 +227,8 @@ def test_the_packaged_gguf_llm_loads_offline_and_answers_a_fixed_prompt() -> Non
     from trainables.assets.gguf_llm import gguf_file
 
     path = Path(assets.resolve_model("smollm2-135m-instruct"))
-    assert json.loads((path / "inputs.json").read_text())["gguf"] == str(gguf_file("smollm2-135m-instruct"))
+    # Converted from the packaged file (the cache may have been built from another environment's copy of it).
+    assert Path(json.loads((path / "inputs.json").read_text())["gguf"]).name == gguf_file("smollm2-135m-instruct").name
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],

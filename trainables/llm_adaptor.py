@@ -278,13 +278,14 @@ def load_llm(cfg: LLMConfig, source: str, dev: torch.device) -> torch.nn.Module:
                                           target_modules=cfg.lora.modules, bias="none"))
 
 
-def split_states(source: str, window_s: float, data: DataConfig, split: str, utts: list[dict],
-                 dev: torch.device) -> np.ndarray:
+def split_states(encoder: SpeechEncoder, source: str, window_s: float, data: DataConfig, split: str,
+                 utts: list[dict], dev: torch.device) -> np.ndarray:
     """The frozen encoder's states of a split, from the disk cache (computed on first use)."""
     max_items = {"train": data.max_train_items, "val": data.max_val_items, "test": data.max_eval_items}[split]
     name = {"train": data.train_split, "val": data.val_split, "test": data.eval_split}[split]
     key = {"data": {"source": data.source, "hub_config": data.hub_config, "split": name, "max_items": max_items}}
-    return encoder_states(source, window_s, lambda: [u["audio"] for u in utts], key, dev, f"adaptor-{split}")
+    return encoder_states(source, window_s, lambda: [u["audio"] for u in utts], key, dev, f"adaptor-{split}",
+                          encoder=encoder)
 
 
 class AdaptorTask:
@@ -333,8 +334,8 @@ def setup(cfg: LLMAdaptorConfig) -> Setup:
     window_s = splits.encoder_window_s
     encoder = load_speech_encoder(encoder_source, window_s, dev)
     trains = cfg.contrastive.steps > 0 or cfg.optim.max_steps > 0
-    train_states = split_states(encoder_source, window_s, cfg.data, "train", splits.train, dev) if trains else np.zeros(0)
-    test_states = split_states(encoder_source, window_s, cfg.data, "test", splits.test, dev)
+    train_states = split_states(encoder, encoder_source, window_s, cfg.data, "train", splits.train, dev) if trains else np.zeros(0)
+    test_states = split_states(encoder, encoder_source, window_s, cfg.data, "test", splits.test, dev)
 
     tokenizer = AutoTokenizer.from_pretrained(llm_source)
     llm = load_llm(cfg.llm, llm_source, dev)
@@ -416,16 +417,15 @@ def alignment(s: Setup) -> dict[str, float]:
     """InfoNCE loss and audio→text top-1 retrieval on the test split, within batches of eval.batch_size."""
     s.model.adaptor.eval()
     targets = transcript_ids(s.tokenizer, [u["text"] for u in s.splits.test], s.cfg.eval.max_new_tokens)
-    losses, hits, n = [], [], len(s.splits.test)
-    b = s.cfg.eval.batch_size
-    for start in range(0, n - 1, b):
-        idx = list(range(start, min(start + b, n)))
-        if len(idx) < 2:
-            continue
+    n, b = len(s.splits.test), s.cfg.eval.batch_size
+    # In-batch retrieval needs at least one negative: a last batch of one utterance is left out.
+    batches = [idx for start in range(0, n, b) if len(idx := list(range(start, min(start + b, n)))) >= 2]
+    losses, hits = [], []
+    for idx in batches:
         audio, text = contrastive_batch(s, s.test_states, idx, s.valid["test"], targets)
         losses.append(float(info_nce(audio.float(), text, s.cfg.contrastive.temperature)) * len(idx))
         hits.append(retrieval_top1(audio, text) * len(idx))
-    counted = sum(len(range(start, min(start + b, n))) for start in range(0, n - 1, b) if min(start + b, n) - start >= 2)
+    counted = sum(len(idx) for idx in batches)
     return {"contrastive_loss": sum(losses) / max(1, counted), "retrieval_top1": sum(hits) / max(1, counted)}
 
 

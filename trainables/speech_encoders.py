@@ -52,11 +52,12 @@ def load_speech_encoder(source: str, window_s: float, dev: torch.device) -> Spee
 
 
 def encoder_states(source: str, window_s: float, audios: Callable[[], list[np.ndarray]], key: dict[str, Any],
-                   dev: torch.device, what: str, batch_size: int = 16) -> np.ndarray:
+                   dev: torch.device, what: str, batch_size: int = 16, encoder: SpeechEncoder | None = None) -> np.ndarray:
     """The frozen encoder's (n, frames, hidden) float16 states of the audio `audios()` makes, over the whole
     window, computed once and kept on disk under `key` (what the audio is; the encoder and window are added);
     read as a memory map. `audios` is only called when the cache is built (e.g. TTS audio is synthesised then).
-    Each build is one line in the cache's build log (`trainables.assets.cache.builds("encoder-states/")`)."""
+    Each build is one line in the cache's build log (`trainables.assets.cache.builds("encoder-states/")`).
+    `encoder`: the same encoder, already loaded by the caller, so a build does not load it again."""
     from tqdm import tqdm
 
     inputs = {"model": source, "window_s": window_s, **key, "version": 1}
@@ -64,11 +65,11 @@ def encoder_states(source: str, window_s: float, audios: Callable[[], list[np.nd
 
     def build(out: Path) -> None:
         audios_ = audios()
-        encoder = load_speech_encoder(source, window_s, dev)
+        enc = encoder or load_speech_encoder(source, window_s, dev)
         states = np.lib.format.open_memmap(out / "states.npy", mode="w+", dtype=np.float16,
-                                           shape=(len(audios_), encoder.frames, encoder.hidden_size))
+                                           shape=(len(audios_), enc.frames, enc.hidden_size))
         for start in tqdm(range(0, len(audios_), batch_size), desc=f"encoder states: {what} (once)", disable=None):
-            batch = encoder(audios_[start : start + batch_size])
+            batch = enc(audios_[start : start + batch_size])
             states[start : start + len(batch)] = batch.cpu().numpy().astype(np.float16)
         states.flush()
 

@@ -15,6 +15,31 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
+def run_sweep_file(spec: dict, name: str, tmp_path: Path) -> tuple[list[str], list]:
+    """Run the search-space `spec` as `python -m platform.sweep` would (local preset, its own asset cache, MLflow
+    store and results under `tmp_path`), assert it exits 0, and return (the cache's build log targets, the
+    experiment's MLflow runs)."""
+    import subprocess
+    import sys
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from trainables.assets.cache import CACHE_ENV
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cache = tmp_path / "cache"
+    env = {**os.environ, "RAY_ADDRESS": "", CACHE_ENV: str(cache)}
+    out = subprocess.run([sys.executable, "-m", "platform.sweep", str(path), "--preset", "local", "--tracking-uri",
+                          f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    log = [json.loads(x)["target"] for x in (cache / "builds.jsonl").read_text().splitlines()]
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return log, c.search_runs([c.get_experiment_by_name(name).experiment_id])
+
+
 CONTRACT_METRICS = [
     "wer", "cer", "train_samples_per_s", "peak_vram_mb", "peak_host_mem_mb", "model_size_mb",
     "compression_ratio", "trainable_params", "total_params", "trainable_param_ratio", "latency_ms_per_utt", "rtf",

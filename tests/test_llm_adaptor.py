@@ -293,42 +293,28 @@ def test_a_two_trial_sweep_computes_the_encoder_states_once_and_records_every_me
         tiny_whisper_dir: Path, tiny_llm_dir: Path, tmp_path: Path) -> None:
     """Ray Tune over Ray Train with MLflow: two adaptor kinds share one cache of encoder states; the untrained
     adaptor is the sweep's baseline."""
-    import os
-    import subprocess
-    import sys
-
-    import yaml
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import CONTRACT_METRICS, ROOT
+    from tests.conftest import CONTRACT_METRICS, run_sweep_file
     from trainables.config import to_dict
 
     spec = {"method": "llm_adaptor", "description": "two adaptor kinds",
             "config": to_dict(_config(tiny_whisper_dir, tiny_llm_dir)),
             "space": {"adaptor.kind": {"type": "grid", "values": ["linear", "swiglu"]}}, "searcher": {"type": "grid"},
             "num_samples": 2, "baseline": True, "resources": {"num_workers": 1, "cpus_per_worker": 1}}
-    path = tmp_path / "adaptor_two.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    cache = tmp_path / "cache"
-    env = {**os.environ, "RAY_ADDRESS": "", CACHE_ENV: str(cache)}
-    out = subprocess.run([sys.executable, "-m", "platform.sweep", str(path), "--preset", "local", "--tracking-uri",
-                          f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    log = [json.loads(x)["target"] for x in (cache / "builds.jsonl").read_text().splitlines()]
+    log, runs = run_sweep_file(spec, "adaptor_two", tmp_path)
     assert sum(t.startswith("encoder-states/adaptor-train-") for t in log) == 1, log
-    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = c.search_runs([c.get_experiment_by_name("adaptor_two").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert "baseline_wer" in parent.data.metrics and "baseline_retrieval_top1" in parent.data.metrics
     for r in children:
         for name in (*CONTRACT_METRICS, "contrastive_loss", "retrieval_top1", "adaptor_params"):
             assert name in r.data.metrics, name
         # Both phases' per-step curves, on one step axis: InfoNCE steps 1-3, then cross-entropy steps 4-6.
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "train_contrastive_loss")] == [1, 2, 3]
-        assert [m.step for m in c.get_metric_history(r.info.run_id, "train_loss")] == [4, 5, 6]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_contrastive_loss")] == [1, 2, 3]
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [4, 5, 6]
 
 
 @pytest.mark.slow

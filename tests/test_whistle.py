@@ -207,14 +207,7 @@ def test_length_model_predicts_held_out_frames_within_twenty_percent() -> None:
 def test_a_two_trial_sweep_with_a_text_file_builds_the_states_and_the_tle_once(tiny_whisper_dir: Path,
                                                                              tmp_path: Path) -> None:
     """A real sweep (Ray Tune over Ray Train, MLflow): target text from a file, two seeds sharing one TLE."""
-    import os
-    import subprocess
-    import sys
-
-    import yaml
-    from mlflow.tracking import MlflowClient
-
-    from tests.conftest import CONTRACT_METRICS, ROOT
+    from tests.conftest import CONTRACT_METRICS, run_sweep_file
 
     text = tmp_path / "clinic.txt"
     text.write_text("\n".join(f"give {n} tablets of paracetamol to bed {n + 1}" for n in range(2, 14)) + "\n")
@@ -223,19 +216,9 @@ def test_a_two_trial_sweep_with_a_text_file_builds_the_states_and_the_tle_once(t
                 "text": str(text), "eval_source": "espeak-smoke", "max_eval_items": 2}},
             "space": {"seed": {"type": "grid", "values": [0, 1]}}, "searcher": {"type": "grid"}, "num_samples": 2,
             "baseline": False, "resources": {"num_workers": 1, "cpus_per_worker": 1}}
-    path = tmp_path / "whistle_two.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    cache = tmp_path / "cache"
-    env = {**os.environ, "RAY_ADDRESS": "", CACHE_ENV: str(cache)}
-    out = subprocess.run([sys.executable, "-m", "platform.sweep", str(path), "--preset", "local", "--tracking-uri",
-                          f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    log = [json.loads(x)["target"] for x in (cache / "builds.jsonl").read_text().splitlines()]
+    log, runs = run_sweep_file(spec, "whistle_two", tmp_path)
     assert sum(t.startswith("tle/") for t in log) == 1, log
     assert sum(t.startswith("encoder-states/source-train-") for t in log) == 1, log
-    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = c.search_runs([c.get_experiment_by_name("whistle_two").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     for r in children:

@@ -160,6 +160,9 @@ def _main(argv: list[str] | None = None) -> int:
     for warning in data_warnings:
         print(warning, file=sys.stderr, flush=True)
     if args.dry_run:
+        from platform.fetches import fetches_text, hub_fetches
+
+        print(fetches_text(hub_fetches(sweep)), flush=True)
         return 0
     from platform.runner import run_sweep
 

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,17 @@ def _hub_spec(name: str) -> HubDataset:
         if name.startswith(prefix):
             return spec
     return HubDataset(None, None)
+
+
+def hub_config_name(name: str, hub_config: str | None) -> str | None:
+    """The configuration of hub data set `name` that is loaded: `hub_config`, else the one `HUB_DATASETS` gives."""
+    return hub_config or _hub_spec(name).config
+
+
+def hub_split_name(name: str, split: str) -> str:
+    """Hub data set `name`'s own name for `split` (a canonical split or its alias, or already its own name)."""
+    canonical = _SPLIT_ALIASES.get(split, split)
+    return _hub_spec(name).split_names.get(canonical, canonical)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,15 +388,68 @@ def _load_corpus(name: str, split: str, max_items: int | None) -> list[Utterance
     return [{"id": str(r["id"]), "audio": r["audio"].astype(np.float32), "text": str(r["text"])} for r in rows]
 
 
+PARQUET_REVISION = "refs/convert/parquet"
+"""The hub's automatic parquet export of a data set: `{config}/{split}/NNNN.parquet` (`partial-{split}` where the
+export holds only the first part of a large split), with no dataset card, so its configurations are folders."""
+_SCRIPT_ERROR = "Dataset scripts are no longer supported"
+_parquet_warned: set[tuple[str, str | None]] = set()
+
+
+class HubLoadError(RuntimeError):
+    """A hub data set could not be loaded: one line naming the field, the data set, its configuration and split;
+    the error `datasets` raised is the cause."""
+
+
+class ParquetFallbackWarning(UserWarning):
+    """A hub data set ships a loading script, which `datasets` >= 4 does not run: its parquet export is read instead."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def parquet_export_files(config: str | None, split: str) -> dict[str, list[str]]:
+    """`data_files` for one split of one configuration of a data set's parquet export (its folders, not its
+    configuration names: the export has no dataset card, so `name=config` finds only `default`)."""
+    folder = config or "default"
+    return {split: [f"{folder}/{split}/*.parquet", f"{folder}/partial-{split}/*.parquet"]}
+
+
+def load_hub_split(name: str, config: str | None, split: str, field: str = "data.source") -> Any:
+    """One split of hub data set `name` as a `datasets.Dataset`. A data set that still ships a loading script
+    (which `datasets` >= 4 refuses) is read from the hub's parquet export instead, with one warning per data set
+    and configuration; any other failure is a `HubLoadError` naming `field`, the data set, configuration and split."""
+    from datasets import load_dataset
+
+    what = f"{field}: hub data set {name!r}"
+    where = f"{what} ({f'config {config!r}, ' if config else ''}split {split!r})"
+    try:
+        return load_dataset(name, config, split=split)
+    except Exception as exc:  # noqa: BLE001 - one line naming the source, the original as its cause
+        if _SCRIPT_ERROR not in str(exc):
+            raise HubLoadError(f"{where} failed to load: {_one_line(exc)}") from exc
+    if (name, config) not in _parquet_warned:
+        _parquet_warned.add((name, config))
+        warnings.warn(f"{what} ships a loading script, which datasets >= 4 no longer runs; reading its "
+                      f"parquet export (revision {PARQUET_REVISION!r}, folder {config or 'default'!r}) instead",
+                      ParquetFallbackWarning, stacklevel=2)
+    try:
+        return load_dataset(name, data_files=parquet_export_files(config, split), revision=PARQUET_REVISION,
+                            split=split)
+    except Exception as exc:  # noqa: BLE001 - one line naming the source, the original as its cause
+        raise HubLoadError(f"{where} ships a loading script, which datasets >= 4 no longer runs, and its parquet "
+                           f"export ({PARQUET_REVISION}) failed too: {_one_line(exc)}") from exc
+
+
 def _load_hub(name: str, split: str, max_items: int | None, hub_config: str | None) -> list[Utterance]:
     reason = _offline_reason()
     if reason is not None:
         raise _hub_offline_error(name, reason)
-    from datasets import Audio, load_dataset
+    from datasets import Audio
 
     spec = _hub_spec(name)
-    hub_split = spec.split_names.get(_SPLIT_ALIASES.get(split, ""), _SPLIT_ALIASES.get(split, split))
-    ds = load_dataset(name, hub_config or spec.config, split=hub_split)
+    hub_split = hub_split_name(name, split)
+    ds = load_hub_split(name, hub_config_name(name, hub_config), hub_split, "data.source")
     audio_cols = [c for c, feat in ds.features.items() if isinstance(feat, Audio)]
     audio_col = audio_cols[0] if audio_cols else "audio"
     text_col = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
@@ -459,11 +524,8 @@ def _hub_texts(name: str, split: str, hub_config: str | None, field: str) -> lis
     if reason is not None:
         raise ValueError(f"{field}: hub data set {name!r} needs the hub, which is unreachable ({reason}); "
                          "give a text file (one sentence per line) or an offline corpus")
-    from datasets import load_dataset
-
     spec = _hub_spec(name)
-    hub_split = spec.split_names.get(_SPLIT_ALIASES.get(split, ""), _SPLIT_ALIASES.get(split, split))
-    ds = load_dataset(name, hub_config or spec.config, split=hub_split)
+    ds = load_hub_split(name, hub_config_name(name, hub_config), hub_split_name(name, split), field)
     column = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
     if column is None or column not in ds.column_names:
         raise ValueError(f"{field}: hub data set {name!r} has no transcript column (columns: {', '.join(ds.column_names)})")

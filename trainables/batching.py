@@ -81,16 +81,43 @@ def length_buckets(lengths: Sequence[int], batch_size: int, *, shuffle: bool, se
     return batches[rank::world]
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, rank: int, world: int) -> Iterator[list[int]]:
-    """An endless stream of training batches, re-shuffled each epoch."""
-    epoch = 0
-    while True:
-        batches = length_buckets(lengths, batch_size, shuffle=True, seed=seed + epoch, rank=rank, world=world,
-                                 drop_last=True)
-        if not batches:
-            raise ValueError(f"training set too small: fewer than {batch_size * world} utterances for one batch per worker")
-        yield from batches
-        epoch += 1
+class BatchStream:
+    """An endless stream of training batches, re-shuffled each epoch, that knows how far it has gone.
+
+    `consumed` is the data position a mid-training checkpoint stores; `skip(n)` brings a fresh stream
+    (same lengths, batch size, seed and worker) back to it when a trial resumes.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.rank, self.world = list(lengths), batch_size, seed, rank, world
+        self.consumed = 0
+        self._epoch, self._batches, self._next = -1, [], 0
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> list[int]:
+        if self._next >= len(self._batches):
+            self._epoch += 1
+            self._batches = length_buckets(self.lengths, self.batch_size, shuffle=True, seed=self.seed + self._epoch,
+                                           rank=self.rank, world=self.world, drop_last=True)
+            self._next = 0
+            if not self._batches:
+                raise ValueError(f"training set too small: fewer than {self.batch_size * self.world} utterances "
+                                 "for one batch per worker")
+        self._next += 1
+        self.consumed += 1
+        return self._batches[self._next - 1]
+
+    def skip(self, n: int) -> None:
+        """Advance past `n` batches (index lists only: no audio is read)."""
+        for _ in range(n):
+            next(self)
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, rank: int, world: int) -> BatchStream:
+    """An endless stream of training batches, re-shuffled each epoch (see BatchStream)."""
+    return BatchStream(lengths, batch_size, seed, rank, world)
 
 
 @contextlib.contextmanager

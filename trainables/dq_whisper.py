@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from trainables import assets, progress
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
+from trainables.checkpoints import Checkpointer
 from trainables.config import ConfigError, merge, require
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
@@ -72,7 +73,7 @@ from trainables.loaders.quantised_whisper import dequantised_state_dict, model_f
 from trainables.metrics import param_counts
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
 from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, write_artifacts
 from trainables.training import OptimConfig, Stepper, device, seed_everything
 
 # --------------------------------------------------------------------------- config
@@ -441,17 +442,19 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         parts["kd_loss"] = float(kd.detach())
         return combine(out.loss, kd, dist.alpha), parts
 
-    history: list[dict[str, float]] = []
+    modules = {"student": s.student, **({"projection": s.projection} if s.projection else {})}
+    ckpt = Checkpointer(cfg.optim.checkpoint_every, modules, total_steps=steps)
     s.student.train()
-    for step in range(1, steps + 1):
+    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}, generators={"augment": gen}):
         point = {"step": step, **stepper.step(micro_loss)}
         if not use_teacher:  # no distillation term was computed
             point.update(kd_loss=float("nan"), kl=float("nan"), hidden_loss=float("nan"))
-        history.append(point)
+        val = None
         if cfg.eval.due(step, steps):
             v = evaluate(s.task, s.student, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-            report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
-    return history, stepper
+            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
+        ckpt.step_done(step, point, val)
+    return ckpt.history, stepper
 
 
 def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:

@@ -47,6 +47,7 @@ from trainables import assets, models, progress
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
+from trainables.checkpoints import Checkpointer
 from trainables.config import merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
@@ -69,7 +70,7 @@ from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
 from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, write_artifacts
 from trainables.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
 
 # --------------------------------------------------------------------------- config
@@ -499,15 +500,17 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         return batch_loss(s.task, s.wrapped, utts, s.dev, s.dtype, cfg.kd.lambda_, s.projection, s.teacher,
                           cfg.kd.distance)
 
-    history: list[dict[str, float]] = []
+    modules = {"model": s.model, **({"projection": s.projection} if s.projection else {})}
+    ckpt = Checkpointer(cfg.optim.checkpoint_every, modules, total_steps=steps)
     s.wrapped.train()
-    for step in range(1, steps + 1):
+    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}):
         point = {"step": step, **stepper.step(micro_loss)}
-        history.append(point)
+        val = None
         if cfg.eval.due(step, steps):
             v = evaluate(s.task, s.wrapped, s.noisy.val, cfg.eval.batch_size, s.dev, s.dtype)
-            report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
-    return history, stepper
+            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
+        ckpt.step_done(step, point, val)
+    return ckpt.history, stepper
 
 
 def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trainables import load_method
-from trainables.config import build
+from trainables.config import ConfigError, build
+
+CONFIG_ERROR = "config_error"
+"""The result key under which a worker hands back a ConfigError instead of raising it (see train_loop_per_worker)."""
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -20,32 +23,53 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
     """`parse_config`, `run` and `train_loop_per_worker` of a method, the same for every method.
 
     - `parse_config(dict)` builds and checks `config_cls` (a ConfigError names the field);
-    - `run(cfg)` is setup -> train -> finish, then reports the metrics (and, from rank 0, the artifact
-      folder) to Ray Train, or prints them outside it; it returns the metrics;
+    - `run(cfg)` is setup -> train -> finish, then reports the metrics (with `restarts`, how many times
+      this Ray Train run was started before) and, from rank 0, the artifact folder to Ray Train, or prints
+      them outside it; it returns the metrics;
     - `train_loop_per_worker(dict)` is Ray Train's entry point: `run(parse_config(dict))`.
     """
+    from trainables.checkpoints import finished_result, restarts
     from trainables.results import report
+    from trainables.training import in_ray_train
 
     def parse_config(config: dict[str, Any]) -> C:
         return build(config_cls, config)
 
     def run(cfg: C) -> dict[str, float]:
+        attempt = restarts()  # counted first: an attempt that dies in setup is still one
+        done = finished_result()
+        if done is not None:
+            report(*done)
+            return done[0]
         s = setup(cfg)
         metrics, artifacts = finish(s, *train(s))
+        metrics = {**metrics, "restarts": float(attempt)}
         report(metrics, artifacts)
         return metrics
 
     def train_loop_per_worker(config: dict[str, Any]) -> None:
-        run(parse_config(config))
+        try:
+            run(parse_config(config))
+        except ConfigError as exc:
+            if not in_ray_train():
+                raise
+            # A config this worker cannot run (a paged optimiser without CUDA, ...) fails the same way on every
+            # attempt: the attempt ends with the error as its result, so Ray Train's failure policy does not
+            # retry it, and the trial (platform.runner) raises it.
+            report({CONFIG_ERROR: str(exc)})
 
     return parse_config, run, train_loop_per_worker
 
 
 def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, use_gpu: bool = False,
                   cpus_per_worker: float = 1.0, gpus_per_worker: float = 1.0, storage_path: str | None = None,
-                  name: str | None = None, callbacks: Sequence[Any] = ()) -> Any:
-    """A Ray Train `TorchTrainer` running `method`'s train loop with `config` (gloo on CPU, nccl on GPU)."""
-    from ray.train import RunConfig, ScalingConfig
+                  name: str | None = None, callbacks: Sequence[Any] = (), max_failures: int = 0,
+                  keep_checkpoints: int = 2) -> Any:
+    """A Ray Train `TorchTrainer` running `method`'s train loop with `config` (gloo on CPU, nccl on GPU).
+
+    `max_failures`: how many times Ray Train restarts a failed worker group (each restart resumes from the
+    latest checkpoint); `keep_checkpoints`: how many of the latest checkpoints stay in storage."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     module = load_method(method)
@@ -60,7 +84,9 @@ def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, 
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(storage_path=storage_path, name=name, callbacks=list(callbacks)),
+        run_config=RunConfig(storage_path=storage_path, name=name, callbacks=list(callbacks),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from trainables import assets, inference, models
 from trainables.batching import epoch_batches
+from trainables.checkpoints import Checkpointer
 from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.evaluation import EvalConfig, evaluate
@@ -45,7 +46,7 @@ from trainables.launch import entry_points
 from trainables.loaders.audio_llm import Adaptor, AudioLLM, SpeechEncoder, decode
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, write_artifacts
 from trainables.speech_encoders import check_encoder_source, encoder_states, load_speech_encoder, rows
 from trainables.training import OptimConfig, Stepper, device, seed_everything, world
 
@@ -373,11 +374,11 @@ def contrastive_batch(s: Setup, states: np.ndarray, idx: list[int], valid: list[
 def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
     """Phase 1 (InfoNCE on the adaptor), then phase 2 (cross-entropy through the LLM). The history numbers steps
     across both phases: phase 2's first step follows phase 1's last."""
-    cfg, history = s.cfg, []
+    cfg, c = s.cfg, s.cfg.contrastive
     steppers: dict[str, Stepper | None] = {"contrastive": None, "ce": None}
     lengths = [len(u["audio"]) for u in s.splits.train]
     trainable = [p for p in s.model.parameters() if p.requires_grad]
-    c = cfg.contrastive
+    ckpt = Checkpointer(cfg.optim.checkpoint_every, {"model": s.model}, total_steps=c.steps + cfg.optim.max_steps)
     if c.steps > 0:
         phase = OptimConfig(lr=c.lr, max_steps=c.steps, warmup_steps=c.warmup_steps, batch_size=c.batch_size,
                             max_grad_norm=cfg.optim.max_grad_norm, autocast=cfg.optim.autocast)
@@ -389,10 +390,10 @@ def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
             return info_nce(audio.float(), text, c.temperature), {"retrieval_top1": retrieval_top1(audio.detach(), text)}
 
         s.model.adaptor.train()
-        for step in range(1, c.steps + 1):
+        for step in ckpt.steps(1, c.steps, stepper, streams={"contrastive": batches}):
             point = stepper.step(contrastive_loss)
-            history.append({"step": step, "contrastive_loss": point["loss"], "contrastive_lr": point["lr"],
-                            "retrieval_top1": point["retrieval_top1"]})
+            ckpt.step_done(step, {"step": step, "contrastive_loss": point["loss"], "contrastive_lr": point["lr"],
+                                  "retrieval_top1": point["retrieval_top1"]})
     if cfg.optim.max_steps > 0:
         stepper = steppers["ce"] = Stepper(cfg.optim, trainable, s.dev, s.model)
         batches = epoch_batches(lengths, cfg.optim.batch_size, cfg.seed + 1, 0, 1)
@@ -403,13 +404,14 @@ def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
 
         s.model.adaptor.train()
         s.model.llm.train(cfg.llm.adapt != "frozen")  # LoRA dropout on; a frozen LLM stays deterministic
-        for step in range(1, cfg.optim.max_steps + 1):
-            point = {"step": c.steps + step, **stepper.step(ce_loss)}
-            history.append(point)
-            if cfg.eval.due(step, cfg.optim.max_steps):
+        for step in ckpt.steps(c.steps + 1, c.steps + cfg.optim.max_steps, stepper, streams={"ce": batches}):
+            point = {"step": step, **stepper.step(ce_loss)}
+            val = None
+            if cfg.eval.due(step - c.steps, cfg.optim.max_steps):
                 v = evaluate(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-                report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
-    return history, steppers
+                val = {"val_wer": v["wer"], "val_cer": v["cer"]}
+            ckpt.step_done(step, point, val)
+    return ckpt.history, steppers
 
 
 @torch.no_grad()

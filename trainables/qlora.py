@@ -27,6 +27,7 @@ from trainables.batching import (
     spec_augment,
     whisper_labels,
 )
+from trainables.checkpoints import Checkpointer, ExtraState
 from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_splits
 from trainables.entropy import (
@@ -75,7 +76,7 @@ from trainables.models import (
     target_module_names,
     window_positions,
 )
-from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, write_artifacts
 from trainables.training import (
     OptimConfig,
     Stepper,
@@ -277,6 +278,24 @@ def adalora_config(names: list[str], cfg: QLoRAConfig) -> Any:
     )
 
 
+def adalora_state(model: torch.nn.Module) -> ExtraState:
+    """AdaLoRA's own training state (importance scores and their moving averages, the rank pattern so far),
+    which a resumed run needs to prune as the uninterrupted run would."""
+    peft_model = unwrap(model)
+
+    def get() -> dict[str, Any]:
+        alloc, config = peft_model.base_model.rankallocator, peft_model.peft_config["default"]
+        return {"ipt": alloc.ipt, "exp_avg_ipt": alloc.exp_avg_ipt, "exp_avg_unc": alloc.exp_avg_unc,
+                "rank_pattern": config.rank_pattern}
+
+    def put(state: dict[str, Any]) -> None:
+        alloc, config = peft_model.base_model.rankallocator, peft_model.peft_config["default"]
+        alloc.ipt, alloc.exp_avg_ipt, alloc.exp_avg_unc = state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"]
+        config.rank_pattern = state["rank_pattern"]
+
+    return get, put
+
+
 def adalora_ranks(model: torch.nn.Module, targets: list[str]) -> dict[str, int]:
     """Rank each adapted module ended with: its unpruned singular values in AdaLoRA's rank pattern
     (keys are lora_E parameter names), else its full lora_E (a module never pruned)."""
@@ -370,7 +389,8 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     if steps == 0:
         return [], None
     rank, size = world()
-    optim = replace(cfg.optim, lr=cfg.optim.lr * cfg.adalora.lr_scale) if cfg.lora.kind == "adalora" else cfg.optim
+    adalora = cfg.lora.enabled and cfg.lora.kind == "adalora"
+    optim = replace(cfg.optim, lr=cfg.optim.lr * cfg.adalora.lr_scale) if adalora else cfg.optim
     stepper = Stepper(optim, [p for p in s.model.parameters() if p.requires_grad], s.dev, s.wrapped)
     batches = epoch_batches([len(u["audio"]) for u in s.splits.train], cfg.optim.batch_size, cfg.seed, rank, size)
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
@@ -393,20 +413,22 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         return logged
 
     def after_update(step: int) -> None:
-        if cfg.lora.enabled and cfg.lora.kind == "adalora":  # prunes ranks by importance: needs the gradients
+        if adalora:  # prunes ranks by importance: needs the gradients
             s.model.base_model.update_and_allocate(step)
 
-    history: list[dict[str, float]] = []
+    ckpt = Checkpointer(optim.checkpoint_every, {"model": s.model}, total_steps=steps,
+                        extra=adalora_state(s.model) if adalora else None)
     s.wrapped.train()
-    for step in range(1, steps + 1):
+    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}, generators={"augment": gen}):
         collector.active = ent.collects(step)
         point = {"step": step, **stepper.step(micro_loss, after_backward=after_backward, after_update=after_update)}
-        history.append(point)
+        val = None
         if cfg.eval.due(step, steps):
             v = evaluate(s.task, s.wrapped, s.splits.val, cfg.eval.batch_size, s.dev, s.dtype)
-            report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
+            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
+        ckpt.step_done(step, point, val)
     collector.detach()
-    return history, stepper
+    return ckpt.history, stepper
 
 
 def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:

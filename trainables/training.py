@@ -47,6 +47,9 @@ class OptimConfig:
     """Gradient clipping norm (0 = off)."""
     autocast: Literal["auto", "off", "bf16", "fp16"] = "auto"
     """Mixed precision: auto = bf16 (or fp16) on CUDA, off on CPU."""
+    checkpoint_every: int = 50
+    """Inside Ray Train, save a resumable checkpoint every this many steps (0 = never): a trial whose worker
+    or node is lost resumes from the latest one (trainables/checkpoints.py)."""
 
     def check(self) -> None:
         require(self.lr > 0, "lr", f"must be positive, got {self.lr}")
@@ -56,6 +59,7 @@ class OptimConfig:
         require(self.batch_size >= 1, "batch_size", f"must be at least 1, got {self.batch_size}")
         require(self.grad_accum >= 1, "grad_accum", f"must be at least 1, got {self.grad_accum}")
         require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
+        require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0 (0 = never), got {self.checkpoint_every}")
 
 
 def in_ray_train() -> bool:
@@ -225,6 +229,18 @@ class Stepper:
             self.schedule.step()
         progress.post(force=self.steps_done == cfg.max_steps, step=self.steps_done, max_steps=cfg.max_steps, loss=total)
         return {"loss": total, **{k: sum(v) / len(v) for k, v in parts.items()}, "lr": self.schedule.get_last_lr()[0]}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, schedule and loss-scaler state and the step count (what a resumed run continues from)."""
+        return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if state["scaler"]:  # empty when the saving run had no fp16 loss scaling
+            self.scaler.load_state_dict(state["scaler"])
+        self.steps_done = int(state["steps_done"])
 
     @property
     def samples_per_s(self) -> float:

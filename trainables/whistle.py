@@ -50,6 +50,7 @@ from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.assets.corpus import CORPORA
 from trainables.audio import SAMPLE_RATE
 from trainables.batching import WhisperFeatures, epoch_batches, whisper_labels
+from trainables.checkpoints import Checkpointer
 from trainables.config import ConfigError, merge, require, to_dict
 from trainables.data import DataConfig, Splits, load_speech, load_splits, load_texts
 from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
@@ -57,7 +58,7 @@ from trainables.inference import ArtifactError, Recogniser, Trial
 from trainables.launch import entry_points
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, report, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, write_artifacts
 from trainables.speech_encoders import encoder_states, load_speech_encoder
 from trainables.training import OptimConfig, Stepper, device, seed_everything, world
 
@@ -563,17 +564,19 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         loss = s.model(encoder_outputs=(states,), labels=labels).loss
         return loss, {"source_loss" if on_source else "target_loss": float(loss.detach())}
 
-    history: list[dict[str, float]] = []
+    ckpt = Checkpointer(cfg.optim.checkpoint_every, {"model": s.model}, total_steps=steps)
     s.model.train()
-    for step in range(1, steps + 1):
+    streams = {"target": target_batches, "source": source_batches}
+    for step in ckpt.steps(1, steps, stepper, streams=streams, generators={"tle": gen}):
         # Source steps are spread evenly: step k is one when ⌊k·r⌋ moves on.
         on_source = math.floor(step * cfg.source_ratio) > math.floor((step - 1) * cfg.source_ratio)
         point = {"step": step, **stepper.step(micro_loss)}
-        history.append(point)
+        val = None
         if cfg.eval.due(step, steps):  # the source's validation speech: the target domain lends no audio to decisions
             v = evaluate(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-            report({**point, "val_wer": v["wer"], "val_cer": v["cer"]})
-    return history, stepper
+            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
+        ckpt.step_done(step, point, val)
+    return ckpt.history, stepper
 
 
 def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:

@@ -37,9 +37,10 @@ def check_storage(storage: str | None) -> str | None:
 
 
 def running_cluster() -> bool:
-    """Whether a Ray cluster is there to join (RAY_ADDRESS, or `ray start` run on this machine)."""
-    if os.environ.get("RAY_ADDRESS"):
-        return True
+    """Whether a Ray cluster is there to join: RAY_ADDRESS, or else a cluster started on this machine
+    (`ray start`, python -m platform.local_cluster). RAY_ADDRESS set but empty means: start a private one."""
+    if "RAY_ADDRESS" in os.environ:
+        return bool(os.environ["RAY_ADDRESS"])
     return Path("/tmp/ray/ray_current_cluster").exists()
 
 

@@ -38,7 +38,8 @@ def trial_rows(uri: str, parent_run_id: str) -> list[dict[str, Any]]:
         searched = json.loads(run.data.tags.get("searched", "{}"))
         rows.append({**run.data.metrics, "trial": run.info.run_name, "run_id": run.info.run_id,
                      "status": run.info.status, "searched": searched, "error": run.data.tags.get("error", ""),
-                     "early_stopped": run.data.tags.get("early_stopped") == "true",
+                     "early_stopped": run.data.tags.get(tracking.STOPPED_EARLY) == "true",
+                     "stopped_at_step": run.data.tags.get(tracking.STOPPED_AT_STEP),
                      **{k: run.data.metrics.get(k) for k in COLUMNS}})
     return sorted(rows, key=lambda r: ([_sort_key(r["searched"][k]) for k in sorted(r["searched"])], r["trial"]))
 
@@ -58,10 +59,17 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def status_cell(row: dict[str, Any]) -> str:
+    """A trial's status as the table shows it: a trial the scheduler stopped says at which step."""
+    if row.get("early_stopped"):
+        return f"STOPPED EARLY (step {row.get('stopped_at_step') or '?'})"
+    return str(row["status"])
+
+
 def table(rows: list[dict[str, Any]], keys: list[str], baseline: dict[str, float]) -> str:
     cols = columns_for(rows)
     header = ["trial", "status", *keys, *cols]
-    body = [[r["trial"], r["status"], *[_fmt(r["searched"].get(k)) for k in keys], *[_fmt(r.get(c)) for c in cols]]
+    body = [[r["trial"], status_cell(r), *[_fmt(r["searched"].get(k)) for k in keys], *[_fmt(r.get(c)) for c in cols]]
             for r in rows]
     if baseline:
         body.append(["untuned model", "BASELINE", *["-" for _ in keys], *[_fmt(baseline.get(c)) for c in cols]])

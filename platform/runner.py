@@ -12,9 +12,12 @@ from typing import Any
 from platform import progress, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
-from trainables.config import redact
+from trainables.config import ConfigError, redact
+from trainables.launch import CONFIG_ERROR
 
 STATE_FILE = "sweep.json"
+HEAD_NODE = "node:__internal_head__"
+"""The resource only Ray's head node has."""
 
 
 def optuna_distributions(sweep: ResolvedSweep) -> dict[str, Any]:
@@ -72,8 +75,11 @@ def make_scheduler(sweep: ResolvedSweep) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     s = sweep.scheduler
-    return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, grace_period=s.grace_period,
-                         reduction_factor=s.reduction_factor, max_t=s.max_t)
+    max_t = s.max_t or (_resolved_or_none(sweep) or {}).get("optim", {}).get("max_steps") or 100
+    # Time is the training step the trial reports, not Tune's count of reports: a trial that Ray Train
+    # restarted from a checkpoint reports some steps twice, and its rungs must not move.
+    return ASHAScheduler(time_attr="step", metric=s.metric, mode=s.mode, grace_period=s.grace_period,
+                         reduction_factor=s.reduction_factor, max_t=max_t)
 
 
 def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resources: dict[str, Any],
@@ -92,18 +98,24 @@ def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resour
         from trainables.launch import torch_trainer
 
         config = trial_config(fixed, space, dict(sampled))
+        # The Train run's name is the trial's: a trial restarted after the driver was lost (--resume) starts
+        # a Train run of the same name, which picks up that run's latest checkpoint.
         name = f"train-{tune.get_context().get_trial_id()}"
         trainer = torch_trainer(method, config, storage_path=train_storage, name=name,
                                 callbacks=[TuneReportCallback()], **resources)
-        trainer.fit()
+        result = trainer.fit()
+        error = (result.metrics or {}).get(CONFIG_ERROR)
+        if error:
+            raise ConfigError(error)
 
     return trial
 
 
 def trainer_resources(sweep: ResolvedSweep) -> dict[str, Any]:
-    r = sweep.resources
+    r, f = sweep.resources, sweep.failure
     return {"num_workers": r.num_workers, "use_gpu": r.gpus_per_worker > 0, "cpus_per_worker": r.cpus_per_worker,
-            "gpus_per_worker": r.gpus_per_worker or 1.0}
+            "gpus_per_worker": r.gpus_per_worker or 1.0, "max_failures": f.max_failures,
+            "keep_checkpoints": f.keep_checkpoints}
 
 
 def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, float]:
@@ -115,8 +127,8 @@ def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, floa
     config = module.baseline_config(sweep.config)
     result = torch_trainer(sweep.method, config, storage_path=train_storage, name="baseline",
                            **trainer_resources(sweep)).fit()
-    if result.error is not None:
-        raise RuntimeError(f"baseline run failed: {result.error}")
+    if result.error is not None or CONFIG_ERROR in (result.metrics or {}):
+        raise RuntimeError(f"baseline run failed: {result.error or result.metrics[CONFIG_ERROR]}")
     return tracking.numeric_metrics(result.metrics)
 
 
@@ -205,7 +217,10 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     # Reserving a CPU for the function too would leave a 2-core laptop unable to place the worker, and
     # Ray refuses an empty request, so the function asks for a little memory and no CPU.
     trial = make_trial(sweep.method, sweep.config, sweep.space, trainer_resources(sweep), train_storage)
-    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 64 * 1024 * 1024})
+    # The trial function (and the Train controller, which Ray places on its node) stays on the head node,
+    # the one a cluster cannot lose: losing a worker node then costs only the Train workers on it, which
+    # Ray Train restarts elsewhere from the latest checkpoint.
+    trainable = tune.with_resources(trial, {"CPU": 0, "memory": 64 * 1024 * 1024, HEAD_NODE: 0.001})
     callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space)
     live = progress.LiveProgress(board, sweep.name, sweep.num_samples, sweep.max_concurrent_trials,
                                  label=lambda trial: tracking.trial_label(dict(trial.config), sweep.space),

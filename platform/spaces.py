@@ -119,22 +119,37 @@ class SchedulerSpec:
     """Early stopping of unpromising trials."""
 
     type: Literal["none", "asha"] = "none"
-    """none, or asha (asynchronous successive halving on `metric`)."""
+    """none, or asha (asynchronous successive halving on `metric`, compared at the same training step)."""
     metric: str = "val_wer"
-    """Metric reported during training that ASHA compares."""
+    """Metric reported during training (every `eval.every` steps) that ASHA compares."""
     mode: Literal["min", "max"] = "min"
     """Whether lower or higher `metric` is better."""
     grace_period: int = 1
-    """Reports a trial makes before it may be stopped."""
+    """Training steps a trial makes before it may be stopped."""
     reduction_factor: float = 2.0
-    """ASHA's halving rate."""
-    max_t: int = 100
-    """Most reports a trial makes."""
+    """ASHA's halving rate: the top 1/reduction_factor of trials at a rung go on."""
+    max_t: int | None = None
+    """Steps of a trial run to the end (default: the config's optim.max_steps)."""
 
     def check(self) -> None:
         require(self.grace_period >= 1, "grace_period", "must be at least 1")
         require(self.reduction_factor > 1, "reduction_factor", "must be greater than 1")
-        require(self.max_t >= self.grace_period, "max_t", "must be at least grace_period")
+        require(self.max_t is None or self.max_t >= self.grace_period, "max_t", "must be at least grace_period")
+
+
+@dataclass
+class FailureSpec:
+    """What a trial survives. A restart resumes from the trial's latest checkpoint (`optim.checkpoint_every`)."""
+
+    max_failures: int = 1
+    """Times Ray Train restarts a trial's worker group after a worker process or its node is lost (or any
+    error other than a bad config, which fails the trial at once); -1 = without limit."""
+    keep_checkpoints: int = 2
+    """Latest mid-training checkpoints kept in storage per trial (older ones are deleted)."""
+
+    def check(self) -> None:
+        require(self.max_failures >= -1, "max_failures", f"must be >= 0 (or -1: no limit), got {self.max_failures}")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be at least 1, got {self.keep_checkpoints}")
 
 
 @dataclass
@@ -185,6 +200,8 @@ class PresetSpec:
     """Replaces max_concurrent_trials."""
     resources: ResourcesSpec | None = None
     """Replaces resources."""
+    failure: FailureSpec | None = None
+    """Replaces failure (e.g. more restarts on spot GPUs)."""
     searcher: SearcherSpec | None = None
     """Replaces the searcher (e.g. a third objective, peak_vram_mb, where GPU memory is measured)."""
 
@@ -215,6 +232,8 @@ class SweepSpec:
     """Trials running at once."""
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
     """Per-trial resources."""
+    failure: FailureSpec = field(default_factory=FailureSpec)
+    """Restarts after lost workers and nodes, and checkpoints kept."""
     baseline: bool = True
     """Measure the untuned model's metrics once per sweep (for the report's reference line)."""
     presets: dict[str, PresetSpec] = field(default_factory=dict)
@@ -257,6 +276,7 @@ class ResolvedSweep:
     resources: ResourcesSpec
     baseline: bool
     ablation: AblationSpec | None = None
+    failure: FailureSpec = field(default_factory=FailureSpec)
     overrides: dict[str, Any] = field(default_factory=dict)
     """The `--set` values, each as its field takes it."""
 
@@ -385,7 +405,7 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
             scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
             max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
             resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=spec.ablation,
-            overrides=overrides,
+            overrides=overrides, failure=chosen.failure or spec.failure,
         )
         if spec.searcher.type == "grid":
             for key, param in space.items():
@@ -397,6 +417,11 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
             if param.type == "grid" and spec.searcher.type != "grid":
                 raise ConfigError(f"{at}.{key}.type: grid parameters need searcher.type grid")
         _check_levels(module, resolved, at, _origins(chosen.config, overrides, preset))
+        if spec.scheduler.type == "asha":
+            every = flatten(config).get("eval.every", 0)
+            require(isinstance(every, int) and every > 0, "scheduler.type",
+                    "asha compares a metric reported during training; set config eval.every (steps between "
+                    "validations) so trials report val_wer before they end")
         if module.MAX_WORKERS is not None and resolved.resources.num_workers > module.MAX_WORKERS:
             origin = f"presets.{preset}.resources" if chosen.resources is not None else "resources"
             raise ConfigError(f"{origin}.num_workers: method {spec.method!r} trains on at most {module.MAX_WORKERS} "

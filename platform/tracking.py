@@ -28,6 +28,10 @@ _NOT_METRICS = {
     "should_checkpoint", "experiment_tag", "timesteps_total", "episodes_total", "timesteps_since_restore",
 }
 PARAM_LIMIT = 6000
+STOPPED_EARLY = "stopped_early"
+"""Tag of a trial the scheduler (ASHA) stopped before its end ("true"); its run's status is KILLED."""
+STOPPED_AT_STEP = "stopped_at_step"
+"""Tag: the training step a stopped trial had reached."""
 
 
 def default_tracking_uri(root: Path) -> str:
@@ -244,6 +248,10 @@ class MlflowTrials(Callback):
         self.uri, self.experiment, self.parent = uri, experiment, parent_run_id
         self.tags, self.method, self.fixed, self.space = tags, method, fixed_config, space
         self.runs: dict[str, str] = {}
+        self.logged_step: dict[str, int] = {}
+        self.finished: set[str] = set()
+        """Trials whose MLflow run had finished before a resumed sweep restarted them: nothing more is logged."""
+        """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
         self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
@@ -268,7 +276,14 @@ class MlflowTrials(Callback):
         )
         if found:
             run_id = found[0].info.run_id
-            self.c.update_run(run_id, status="RUNNING")
+            if found[0].info.status == "FINISHED":  # finished before the driver was lost; the rerun only re-reports
+                self.finished.add(tid)
+            else:
+                self.c.update_run(run_id, status="RUNNING")
+                # This driver may be a new one (--resume after the old one was lost): MLflow, not the callback's
+                # saved state, knows which steps the trial has logged.
+                logged = [m.step for m in self.c.get_metric_history(run_id, "loss")]
+                self.logged_step[tid] = max([self.logged_step.get(tid, -1), *logged])
         else:
             sampled = dict(trial.config)
             tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent,
@@ -284,15 +299,27 @@ class MlflowTrials(Callback):
         self.run_id(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.run_id(trial) and trial.trial_id in self.finished:
+            return
         metrics = numeric_metrics(result)
         step = int(result.get("step", result.get("training_iteration", 0)))
+        # A trial that Ray Train restarted from a checkpoint reports again the steps after that checkpoint;
+        # MLflow already has them, so its curves keep one point per step.
+        if "wer" not in result and step <= self.logged_step.get(trial.trial_id, -1):
+            return
+        self.logged_step[trial.trial_id] = step
         log_metrics(self.c, self.run_id(trial), metrics, step)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self.run_id(trial)
+        if trial.trial_id in self.finished:
+            return
         last = trial.last_result or {}
-        if "wer" not in last:  # stopped by the scheduler before its final evaluation
-            self.c.set_tag(run_id, "early_stopped", "true")
+        if "wer" not in last:  # stopped by the scheduler (ASHA) before its final evaluation
+            self.c.set_tag(run_id, STOPPED_EARLY, "true")
+            self.c.set_tag(run_id, STOPPED_AT_STEP, str(int(last.get("step", 0))))
+            self.c.set_terminated(run_id, "KILLED")
+            return
         path = last.get("checkpoint_path")
         if path and Path(path).is_dir():
             history = Path(path) / "history.json"

@@ -14,7 +14,7 @@ from platform.report import sweep_report
 def _child(c: MlflowClient, exp: str, parent: str, name: str, searched: dict, metrics: dict, tmp: Path,
            hyps: list[dict] | None = None, status: str = "FINISHED", early: bool = False) -> None:
     run = c.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "searched": json.dumps(searched),
-                                                   **({"early_stopped": "true"} if early else {})})
+                                                   **({"stopped_early": "true", "stopped_at_step": "20"} if early else {})})
     for k, v in metrics.items():
         c.log_metric(run.info.run_id, k, v)
     if hyps is not None:

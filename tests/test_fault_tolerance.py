@@ -1,0 +1,268 @@
+"""Trials that survive faults, on a real multi-node Ray cluster started on this machine (platform.local_cluster):
+a killed training worker, a removed node, a SIGKILLed sweep driver, and several trials at once across nodes.
+
+Every fault is real: worker processes are SIGKILLed (found by their process title), nodes are removed with
+all their processes, the driver is SIGKILLed. What MLflow holds afterwards is then checked against what the
+trials reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import CONTRACT_METRICS, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def tiny_config(model: Path, steps: int, every: int, **optim: Any) -> dict[str, Any]:
+    return {
+        "model": str(model), "data": {"source": "espeak-smoke", "max_eval_items": 4, "max_val_items": 4},
+        "precision": {"bits": 32}, "lora": {"r": 4}, "eval": {"max_new_tokens": 4},
+        "optim": {"max_steps": steps, "warmup_steps": 2, "batch_size": 2, "checkpoint_every": every, **optim},
+    }
+
+
+def train_workers() -> list[psutil.Process]:
+    """This machine's Ray Train worker processes (Ray names them after the actor class)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::RayTrainWorker"):
+            found.append(proc)
+    return found
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def checkpoints_under(root: Path) -> list[Path]:
+    return sorted(root.rglob("checkpoint_step*/training_state.pt"))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node (no CPUs: bookkeeping only) and three worker nodes of two CPUs each; this test process is a driver."""
+    import ray
+
+    from platform import local_cluster
+    from trainables.launch import runtime_env
+
+    c = local_cluster.start(nodes=3, cpus_per_node=2)
+    ray.init(address=c.address, runtime_env=runtime_env(str(ROOT)), log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def fit_in_thread(trainer: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        out["result"] = trainer.fit()
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
+        cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    from trainables.launch import torch_trainer
+
+    config = tiny_config(tiny_whisper_dir, steps=24, every=4)
+    clean = torch_trainer("qlora", config, storage_path=str(tmp_path), name="clean", max_failures=1).fit()
+    assert clean.error is None and clean.metrics["restarts"] == 0
+
+    trainer = torch_trainer("qlora", config, storage_path=str(tmp_path), name="killed", max_failures=1)
+    thread, out = fit_in_thread(trainer)
+    first = wait_for(lambda: checkpoints_under(tmp_path / "killed"), 300, "the first mid-training checkpoint")
+    victims = wait_for(train_workers, 30, "the training worker process")
+    for proc in victims:
+        proc.send_signal(signal.SIGKILL)
+    thread.join(600)
+    result = out["result"]
+    assert result.error is None, result.error
+    assert result.metrics["restarts"] == 1
+    assert result.metrics["step"] == 24
+    for name in CONTRACT_METRICS:
+        assert name in result.metrics and math.isfinite(result.metrics[name]), name
+    killed_history = json.loads((Path(result.checkpoint.path) / "history.json").read_text())
+    clean_history = json.loads((Path(clean.checkpoint.path) / "history.json").read_text())
+    assert [p["step"] for p in killed_history] == list(range(1, 25))  # every step once, none lost or repeated
+    # The resumed run continued exactly where the checkpoint left it: same batches, same dropout, same optimiser.
+    for a, b in zip(killed_history, clean_history, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-6), (a, b)
+    assert result.metrics["wer"] == pytest.approx(clean.metrics["wer"], abs=1e-9)
+    assert first  # the kill came after a checkpoint, which is what made the resume possible
+    # Only the latest checkpoints stay in storage (keep_checkpoints = 2, the final artifacts among them).
+    assert len([p for p in (tmp_path / "killed").glob("checkpoint_*") if p.is_dir()]) <= 2
+
+
+# --------------------------------------------------------------------------- whole sweeps on the cluster
+
+
+def write_sweep(path: Path, model: Path, space: dict[str, Any], steps: int, every: int, **extra: Any) -> Path:
+    config = tiny_config(model, steps, every)
+    config["eval"]["every"] = extra.pop("eval_every", 10)
+    spec = {"method": "qlora", "description": "fault test", "config": config, "space": space,
+            "searcher": {"type": "grid", "seed": 0}, "baseline": False,
+            "resources": {"num_workers": 1, "cpus_per_worker": 1}, "failure": {"max_failures": 2}, **extra}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_cmd(spec: Path, tmp: Path, *more: str) -> list[str]:
+    return [sys.executable, "-m", "platform.sweep", str(spec), "--preset", "local",
+            "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "results"), *more]
+
+
+def on_cluster(cluster: Any) -> dict[str, str]:
+    return {**os.environ, "RAY_ADDRESS": cluster.address, "SPEECH_SWEEPS_PROGRESS_S": "5"}
+
+
+def trial_runs(tmp: Path, name: str) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name(name).experiment_id], max_results=1000)
+    return [r for r in runs if "trial_id" in r.data.tags]
+
+
+def study_states(tmp: Path, name: str) -> list[str]:
+    db = next((tmp / "results" / name).glob("*/optuna.db"))
+    with sqlite3.connect(db) as con:
+        return sorted(s for (s,) in con.execute("select state from trials"))
+
+
+def assert_complete_record(tmp: Path, run: Any, steps: int, eval_every: int) -> None:
+    """A finished trial's MLflow run holds every contract metric, each training step once (as the trial's own
+    history has it), and each validation once."""
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("error"))
+    for name in [*CONTRACT_METRICS, "restarts"]:
+        assert name in run.data.metrics and math.isfinite(run.data.metrics[name]), (run.info.run_name, name)
+    history = json.loads(Path(c.download_artifacts(rid, "history.json", str(tmp / f"dl-{rid}"))).read_text())
+    assert [p["step"] for p in history] == list(range(1, steps + 1))
+    curve = sorted((m.step, m.value) for m in c.get_metric_history(rid, "train_loss"))
+    assert curve == [(p["step"], pytest.approx(p["loss"])) for p in history]
+    val_steps = sorted(m.step for m in c.get_metric_history(rid, "val_wer"))
+    assert val_steps == [*range(eval_every, steps, eval_every), steps], val_steps
+
+
+def node_of(proc: psutil.Process, cluster: Any) -> Any:
+    """The cluster node whose raylet started `proc`."""
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
+    for parent in proc.parents():
+        if parent.pid in raylets:
+            return raylets[parent.pid]
+    return None
+
+
+def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
+        cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    steps, every, eval_every = 30, 5, 10
+    spec = write_sweep(tmp_path / "ft_nodes.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2, 4, 8]}},
+                       steps, every, eval_every=eval_every, num_samples=4, max_concurrent_trials=4)
+    proc = subprocess.Popen(sweep_cmd(spec, tmp_path), cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    train_root = tmp_path / "results" / "ft_nodes"
+    # Once every trial has a checkpoint, take away a node that runs one of them, with all its processes.
+    wait_for(lambda: len({p.parents[1] for p in checkpoints_under(train_root)}) >= 4, 600,
+             "a checkpoint of each of the 4 trials", interval=0.5)
+    victim = next(n for w in train_workers() if (n := node_of(w, cluster)) is not None)
+    hosted = sum(1 for w in train_workers() if node_of(w, cluster) is victim)
+    cluster.remove_node(victim, allow_graceful=False)
+    cluster.add_node(num_cpus=2, object_store_memory=200 * 1024 * 1024)  # the autoscaler's replacement
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    runs = trial_runs(tmp_path, "ft_nodes")
+    assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4, 8]  # each once
+    for run in runs:
+        assert_complete_record(tmp_path, run, steps, eval_every)
+    assert sum(r.data.metrics["restarts"] for r in runs) == hosted >= 1
+    assert study_states(tmp_path, "ft_nodes") == ["COMPLETE"] * 4
+
+
+def test_sigkilled_driver_then_resume_keeps_finished_trials_and_completes_the_interrupted_one(
+        cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    steps, every = 24, 4
+    spec = write_sweep(tmp_path / "ft_driver.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2, 4]}},
+                       steps, every, eval_every=8, num_samples=3, max_concurrent_trials=1)
+    proc = subprocess.Popen(sweep_cmd(spec, tmp_path), cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    train_root = tmp_path / "results" / "ft_driver"
+    db = tmp_path / "mlflow.db"
+
+    def second_trial_checkpointed() -> bool:
+        if not db.exists():
+            return False
+        with sqlite3.connect(db) as con:
+            statuses = sorted(s for (s,) in con.execute(
+                "select r.status from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'trial_id'"))
+        trials_with_state = {p.parents[1] for p in checkpoints_under(train_root)}
+        return statuses == ["FINISHED", "RUNNING"] and len(trials_with_state) >= 2
+
+    wait_for(second_trial_checkpointed, 600, "the first trial finished and the second checkpointed", interval=0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    out = subprocess.run(sweep_cmd(spec, tmp_path, "--resume"), cwd=ROOT, env=on_cluster(cluster),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    runs = trial_runs(tmp_path, "ft_driver")
+    assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4]  # nothing doubled
+    for run in runs:
+        assert_complete_record(tmp_path, run, steps, 8)
+    assert sorted(r.data.metrics["restarts"] for r in runs) == [0, 0, 1]  # the interrupted one resumed once
+    assert study_states(tmp_path, "ft_driver") == ["COMPLETE"] * 3
+
+
+def test_asha_stops_worse_trials_early_and_the_report_keeps_them_apart(
+        cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    # Training loss, not validation WER, is the rung metric here: a random 2-layer model's WER is 1.0 whatever
+    # its learning rate, while its loss separates lr 3e-3 from 1e-7 within 5 steps.
+    steps = 20
+    spec = write_sweep(tmp_path / "ft_asha.yaml", tiny_whisper_dir,
+                       {"optim.lr": {"type": "grid", "values": [3e-3, 1e-7, 2e-7, 4e-7]}}, steps, 0, eval_every=5,
+                       num_samples=4, max_concurrent_trials=1,
+                       scheduler={"type": "asha", "metric": "loss", "mode": "min", "grace_period": 5,
+                                  "reduction_factor": 2})
+    out = subprocess.run(sweep_cmd(spec, tmp_path), cwd=ROOT, env=on_cluster(cluster), capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    runs = trial_runs(tmp_path, "ft_asha")
+    stopped = [r for r in runs if r.data.tags.get("stopped_early") == "true"]
+    full = [r for r in runs if r.info.status == "FINISHED"]
+    assert stopped and full and len(stopped) + len(full) == 4
+    for run in stopped:
+        assert run.info.status == "KILLED"
+        assert 5 <= int(run.data.tags["stopped_at_step"]) < steps
+        assert "wer" not in run.data.metrics
+    for run in full:
+        assert run.data.metrics["step"] == steps and "wer" in run.data.metrics
+    assert "STOPPED EARLY (step" in out.stdout
+    assert study_states(tmp_path, "ft_asha").count("PRUNED") == len(stopped)

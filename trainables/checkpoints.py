@@ -68,6 +68,14 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def report_checkpoint(metrics: dict[str, float], folder: Path | None, step: int) -> None:
+    """Report `metrics` to Ray Train with the checkpoint in `folder` (rank 0) or without one (the other ranks)."""
+    import ray.train
+
+    checkpoint = ray.train.Checkpoint.from_directory(str(folder)) if folder is not None else None
+    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_step{step:07d}" if folder else None)
+
+
 def latest_state() -> dict[str, Any] | None:
     """The training state in Ray Train's latest checkpoint of this run, or None (a fresh start, or outside Ray Train)."""
     if not in_ray_train():
@@ -104,6 +112,11 @@ def finished_result() -> tuple[dict[str, float], Path] | None:
         copy = Path(tempfile.mkdtemp(prefix="trial-artifacts-"))
         shutil.copytree(folder, copy, dirs_exist_ok=True)
     return json.loads((copy / "metrics.json").read_text()), copy
+
+
+def saving() -> bool:
+    """Whether checkpoints are written: inside Ray Train (tests of the resume logic itself replace this)."""
+    return in_ray_train()
 
 
 class Checkpointer:
@@ -167,28 +180,25 @@ class Checkpointer:
 
     def due(self, step: int) -> bool:
         """A checkpoint after `step`: every `every` steps, not after the last (the final report carries the result)."""
-        return self.every > 0 and step % self.every == 0 and step < self.total_steps and in_ray_train()
+        return self.every > 0 and step % self.every == 0 and step < self.total_steps and saving()
 
     def _save_and_report(self, step: int, metrics: dict[str, float]) -> None:
-        import ray.train
-
         assert self._phase is not None, "Checkpointer.steps must be called before step_done"
         stepper, streams, generators = self._phase
         # Every worker's generators (each draws its own augmentation and dropout), gathered to rank 0.
         mine = {"global": rng_state(), "generators": {name: g.get_state() for name, g in generators.items()}}
         every_rng = all_gather_objects(mine)
         if world()[0] != 0:
-            ray.train.report(metrics)
+            report_checkpoint(metrics, None, step)
             return
         state = {"step": step, "weights": self._weights(), "stepper": stepper.state_dict(),
                  "streams": {name: s.consumed for name, s in streams.items()}, "rng": every_rng,
-                 "history": self.history, "extra": self.extra[0]() if self.extra else {}}
+                 "history": list(self.history), "extra": self.extra[0]() if self.extra else {}}
         folder = Path(tempfile.mkdtemp(prefix="trial-checkpoint-"))
         try:
             torch.save(state, folder / STATE_FILE)
             progress.post(force=True, step=step, checkpoint=step)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                             checkpoint_dir_name=f"checkpoint_step{step:07d}")
+            report_checkpoint(metrics, folder, step)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -64,6 +64,17 @@ def choose_preset(args: argparse.Namespace) -> tuple[str, str]:
     return ("gpu" if has_cuda else "local"), ("this machine has CUDA" if has_cuda else "no GPU here")
 
 
+def checkpoint_every(sweep: ResolvedSweep) -> str:
+    """optim.checkpoint_every as the trials will have it (the fixed config's, else the method's default)."""
+    from trainables import load_method
+    from trainables.config import flatten
+
+    value = flatten(sweep.config).get("optim.checkpoint_every")
+    if value is None:
+        value = load_method(sweep.method).CONFIG().optim.checkpoint_every
+    return str(value)
+
+
 def plan_text(sweep: ResolvedSweep, why: str) -> str:
     objectives, modes = sweep.objectives
     lines = [
@@ -72,7 +83,12 @@ def plan_text(sweep: ResolvedSweep, why: str) -> str:
         f"preset    {sweep.preset}  ({why})",
         f"objective {', '.join(f'{m} ({d})' for m, d in zip(objectives, modes, strict=True))}",
         f"searcher  optuna {sweep.searcher.type} (seed {sweep.searcher.seed})",
-        f"scheduler {sweep.scheduler.type}" + (f" on {sweep.scheduler.metric}" if sweep.scheduler.type != "none" else ""),
+        f"scheduler {sweep.scheduler.type}" + (f" on {sweep.scheduler.metric} (grace {sweep.scheduler.grace_period} steps, "
+                                               f"reduction {sweep.scheduler.reduction_factor:g})"
+                                               if sweep.scheduler.type != "none" else ""),
+        f"faults    up to {sweep.failure.max_failures if sweep.failure.max_failures >= 0 else 'any number of'} "
+        f"restart(s) per trial from its latest checkpoint (every {checkpoint_every(sweep)} steps; "
+        f"{sweep.failure.keep_checkpoints} kept)",
         f"trials    {sweep.num_samples}, {sweep.max_concurrent_trials} at a time",
         f"resources {sweep.resources.num_workers} Ray Train worker(s) x {sweep.resources.cpus_per_worker:g} CPU"
         f" + {sweep.resources.gpus_per_worker:g} GPU",

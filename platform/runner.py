@@ -221,7 +221,12 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     # the one a cluster cannot lose: losing a worker node then costs only the Train workers on it, which
     # Ray Train restarts elsewhere from the latest checkpoint.
     trainable = tune.with_resources(trial, {"CPU": 0, "memory": 64 * 1024 * 1024, HEAD_NODE: 0.001})
-    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space)
+    # A tracking server that stops answering mid-sweep must not stall the driver in the client's minutes of
+    # retries: a few quick ones, then the callback keeps the records and tries again every few seconds.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space,
+                                     scheduled=sweep.scheduler.type != "none")
     live = progress.LiveProgress(board, sweep.name, sweep.num_samples, sweep.max_concurrent_trials,
                                  label=lambda trial: tracking.trial_label(dict(trial.config), sweep.space),
                                  interval_s=PROGRESS_INTERVAL_S)

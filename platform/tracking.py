@@ -12,7 +12,9 @@ import json
 import math
 import numbers
 import os
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -241,22 +243,34 @@ def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[s
 
 
 class MlflowTrials(Callback):
-    """Tune callback: a child run per trial with params, per-step and final metrics, artifacts, status."""
+    """Tune callback: a child run per trial with params, per-step and final metrics, artifacts, status.
+
+    Every write to MLflow goes through one queue, in order. When the tracking server cannot be reached, the
+    write waits in the queue (with every later one) and the sweep goes on: Ray keeps the trials' results, and
+    the queue is written out as soon as a later write finds the server back, or at the end of the sweep, which
+    waits up to `flush_wait_s` for it.
+    """
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], method: str,
-                 fixed_config: dict[str, Any], space: dict[str, Any]) -> None:
+                 fixed_config: dict[str, Any], space: dict[str, Any], flush_wait_s: float = 900.0,
+                 scheduled: bool = False) -> None:
         self.uri, self.experiment, self.parent = uri, experiment, parent_run_id
         self.tags, self.method, self.fixed, self.space = tags, method, fixed_config, space
+        self.flush_wait_s, self.scheduled = flush_wait_s, scheduled
         self.runs: dict[str, str] = {}
         self.logged_step: dict[str, int] = {}
+        """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
         self.finished: set[str] = set()
         """Trials whose MLflow run had finished before a resumed sweep restarted them: nothing more is logged."""
-        """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
+        self.pending: list[Callable[[], None]] = []
+        self._outage_since: float | None = None
+        self._last_try = 0.0
         self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
         state = dict(self.__dict__)
         state["_client"] = None
+        state["pending"] = []  # closures; a resumed sweep re-reads what it needs from MLflow (run_id)
         return state
 
     @property
@@ -265,8 +279,57 @@ class MlflowTrials(Callback):
             self._client = client(self.uri)
         return self._client
 
+    # ------------------------------------------------------------------ the write queue
+
+    def write(self, op: Callable[[], None]) -> None:
+        """Queue one MLflow write behind those still waiting, then write out what the server takes (while the
+        server is away, at most every RETRY_EVERY_S: each try costs the client's own retries)."""
+        self.pending.append(op)
+        if self._outage_since is None or time.time() - self._last_try > RETRY_EVERY_S:
+            self.drain()
+
+    def drain(self) -> bool:
+        """Write queued operations in order until one finds the server unreachable; True when none is left."""
+        self._last_try = time.time()
+        while self.pending:
+            try:
+                self.pending[0]()
+            except Exception as exc:  # noqa: BLE001 - sorted below: unreachable waits, anything else is dropped
+                if not unreachable(exc):
+                    print(f"mlflow: a write failed and is skipped: {redact_text(str(exc)).splitlines()[0][:300]}",
+                          file=sys.stderr, flush=True)
+                    self.pending.pop(0)
+                    continue
+                if self._outage_since is None:
+                    self._outage_since = time.time()
+                    print(f"mlflow: {self.uri} does not answer; the sweep goes on and its records wait to be "
+                          "logged when it is back", file=sys.stderr, flush=True)
+                return False
+            self.pending.pop(0)
+        if self._outage_since is not None:
+            print(f"mlflow: {self.uri} is back after {time.time() - self._outage_since:.0f} s; every waiting record "
+                  "is logged", file=sys.stderr, flush=True)
+            self._outage_since = None
+        return True
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.pending and time.time() - self._last_try > RETRY_EVERY_S:
+            self.drain()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        deadline = time.time() + self.flush_wait_s
+        while not self.drain():
+            if time.time() > deadline:
+                print(f"mlflow: {len(self.pending)} records could not be logged: {self.uri} stayed unreachable for "
+                      f"{self.flush_wait_s:.0f} s after the last trial (Ray keeps the results under the sweep's "
+                      "storage)", file=sys.stderr, flush=True)
+                return
+            time.sleep(RETRY_EVERY_S)
+
+    # ------------------------------------------------------------------ runs
+
     def run_id(self, trial: Any) -> str:
-        """The trial's child run, created once; a resumed trial continues its own run."""
+        """The trial's child run, created once; a resumed trial continues its own run. Called from queued writes."""
         tid = trial.trial_id
         if tid in self.runs:
             return self.runs[tid]
@@ -284,22 +347,23 @@ class MlflowTrials(Callback):
                 # saved state, knows which steps the trial has logged.
                 logged = [m.step for m in self.c.get_metric_history(run_id, "loss")]
                 self.logged_step[tid] = max([self.logged_step.get(tid, -1), *logged])
-        else:
-            sampled = dict(trial.config)
-            tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent,
-                    "searched": json.dumps(redact(sampled))}
-            run_id = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)), tags=tags).info.run_id
-            config = resolved_config(self.method, self.fixed, self.space, sampled)
-            log_params(self.c, run_id, config)
-            log_datasets(self.c, run_id, config)
-        self.runs[tid] = run_id
+            self.runs[tid] = run_id
+            return run_id
+        sampled = dict(trial.config)
+        tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent, "searched": json.dumps(redact(sampled))}
+        run_id = self.runs[tid] = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)),
+                                                    tags=tags).info.run_id
+        config = resolved_config(self.method, self.fixed, self.space, sampled)
+        # Queued after the creating write, so that a failure here retries only what is left.
+        self.pending.insert(1, lambda: log_params(self.c, run_id, config))
+        self.pending.insert(2, lambda: log_datasets(self.c, run_id, config))
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.run_id(trial)
+        self.write(lambda: self.run_id(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if self.run_id(trial) and trial.trial_id in self.finished:
+        if trial.trial_id in self.finished:
             return
         metrics = numeric_metrics(result)
         step = int(result.get("step", result.get("training_iteration", 0)))
@@ -308,36 +372,67 @@ class MlflowTrials(Callback):
         if "wer" not in result and step <= self.logged_step.get(trial.trial_id, -1):
             return
         self.logged_step[trial.trial_id] = step
-        log_metrics(self.c, self.run_id(trial), metrics, step)
+        self.write(lambda: None if trial.trial_id in self.finished
+                   else log_metrics(self.c, self.run_id(trial), metrics, step))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
-        if trial.trial_id in self.finished:
+        last = dict(trial.last_result or {})
+        if "wer" not in last and not self.scheduled:  # no scheduler stops trials: it ended without its result
+            line = "the trial ended without reporting its final metrics"
+            self.write(lambda: self._unless_finished(trial, self.c.set_tag, "error", line))
+            self.write(lambda: self._unless_finished(trial, self.c.set_terminated, "FAILED"))
             return
-        last = trial.last_result or {}
         if "wer" not in last:  # stopped by the scheduler (ASHA) before its final evaluation
-            self.c.set_tag(run_id, STOPPED_EARLY, "true")
-            self.c.set_tag(run_id, STOPPED_AT_STEP, str(int(last.get("step", 0))))
-            self.c.set_terminated(run_id, "KILLED")
+            for key, value in ((STOPPED_EARLY, "true"), (STOPPED_AT_STEP, str(int(last.get("step", 0))))):
+                self.write(lambda key=key, value=value: self._unless_finished(trial, self.c.set_tag, key, value))
+            self.write(lambda: self._unless_finished(trial, self.c.set_terminated, "KILLED"))
             return
         path = last.get("checkpoint_path")
         if path and Path(path).is_dir():
             history = Path(path) / "history.json"
             if history.exists():  # per-step training curves
                 for point in json.loads(history.read_text()):
-                    log_metrics(self.c, run_id, {f"train_{k}": float(v) for k, v in point.items() if k != "step"},
-                                int(point["step"]))
-            self.c.log_artifacts(run_id, path)
+                    metrics = {f"train_{k}": float(v) for k, v in point.items() if k != "step"}
+                    self.write(lambda m=metrics, s=int(point["step"]): self._unless_finished(
+                        trial, lambda rid: log_metrics(self.c, rid, m, s)))
+            self.write(lambda: self._unless_finished(trial, self.c.log_artifacts, path))
         elif path:
-            self.c.set_tag(run_id, "artifacts_at", str(path))
-        self.c.set_terminated(run_id, "FINISHED")
+            self.write(lambda: self._unless_finished(trial, self.c.set_tag, "artifacts_at", str(path)))
+        self.write(lambda: self._unless_finished(trial, self.c.set_terminated, "FINISHED"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.run_id(trial)
         error = redact_text(_trial_error(trial))
-        self.c.set_tag(run_id, "error", error.strip().splitlines()[-1][:5000] if error.strip() else "unknown error")
-        self.c.log_text(run_id, error, "error.txt")
-        self.c.set_terminated(run_id, "FAILED")
+        line = error.strip().splitlines()[-1][:5000] if error.strip() else "unknown error"
+        self.write(lambda: self.c.set_tag(self.run_id(trial), "error", line))
+        self.write(lambda: self.c.log_text(self.run_id(trial), error, "error.txt"))
+        self.write(lambda: self.c.set_terminated(self.run_id(trial), "FAILED"))
+
+    def _unless_finished(self, trial: Any, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(run_id, *args), unless the trial's run had finished before this driver started (nothing to add)."""
+        run_id = self.run_id(trial)
+        if trial.trial_id not in self.finished:
+            fn(run_id, *args)
+
+
+RETRY_EVERY_S = 5.0
+"""Seconds between two tries to reach a tracking server that stopped answering."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether an MLflow client error means the server could not be reached (worth retrying), not a refused write."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
+                             requests.exceptions.Timeout)):
+            return True
+        text = str(seen)
+        if any(s in text for s in ("Max retries exceeded", "Connection refused", "Connection aborted",
+                                   "Read timed out", "503", "502", "504")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _trial_error(trial: Any) -> str:

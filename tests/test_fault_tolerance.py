@@ -156,12 +156,12 @@ def study_states(tmp: Path, name: str) -> list[str]:
         return sorted(s for (s,) in con.execute("select state from trials"))
 
 
-def assert_complete_record(tmp: Path, run: Any, steps: int, eval_every: int) -> None:
+def assert_complete_record(tmp: Path, run: Any, steps: int, eval_every: int, uri: str | None = None) -> None:
     """A finished trial's MLflow run holds every contract metric, each training step once (as the trial's own
     history has it), and each validation once."""
     from mlflow.tracking import MlflowClient
 
-    c = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    c = MlflowClient(uri or f"sqlite:///{tmp / 'mlflow.db'}")
     rid = run.info.run_id
     assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("error"))
     for name in [*CONTRACT_METRICS, "restarts"]:
@@ -266,3 +266,67 @@ def test_asha_stops_worse_trials_early_and_the_report_keeps_them_apart(
         assert run.data.metrics["step"] == steps and "wer" in run.data.metrics
     assert "STOPPED EARLY (step" in out.stdout
     assert study_states(tmp_path, "ft_asha").count("PRUNED") == len(stopped)
+
+
+def start_mlflow_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy() -> bool:
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for(healthy, 120, "the MLflow server to answer", interval=0.5)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(60)
+
+
+def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tiny_whisper_dir: Path,
+                                                                tmp_path: Path) -> None:
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    db, artifacts, uri = tmp_path / "server.db", tmp_path / "artifacts", f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(db, artifacts, port)
+    steps, eval_every = 24, 8
+    spec = write_sweep(tmp_path / "ft_server.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2, 4]}},
+                       steps, 0, eval_every=eval_every, num_samples=3, max_concurrent_trials=1)
+    cmd = [*sweep_cmd(spec, tmp_path)[:-4], "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        def first_trial_running() -> bool:
+            with sqlite3.connect(db) as con:
+                return bool(con.execute("select 1 from runs r join tags t on t.run_uuid = r.run_uuid "
+                                        "where t.key = 'trial_id'").fetchall())
+
+        wait_for(first_trial_running, 600, "the first trial's MLflow run", interval=0.5)
+        stop(server)
+        time.sleep(30)  # trials go on reporting while nothing answers
+        server = start_mlflow_server(db, artifacts, port)
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-4000:]
+        assert "does not answer" in out and "is back after" in out, out[-4000:]
+        c = MlflowClient(uri)
+        runs = [r for r in c.search_runs([c.get_experiment_by_name("ft_server").experiment_id]) if "trial_id" in r.data.tags]
+        assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4]
+        for run in runs:
+            assert_complete_record(tmp_path, run, steps, eval_every, uri=uri)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop(server)

@@ -153,6 +153,10 @@ class Checkpointer:
         streams, generators = dict(streams or {}), dict(generators or {})
         self._phase = (stepper, streams, generators)
         saved = self.saved
+        if saved is not None and saved["step"] == first - 1:
+            # Saved on the previous phase's last step: this phase starts afresh, but from the random state the
+            # previous phase left (its dropout masks), not from the one setup left.
+            set_rng_state(self._worker_rng(saved)["global"])
         if saved is None or saved["step"] < first:
             return range(first, last + 1)
         if saved["step"] >= last:
@@ -160,12 +164,16 @@ class Checkpointer:
         stepper.load_state_dict(saved["stepper"])
         for name, stream in streams.items():
             stream.skip(int(saved["streams"][name]))
-        rank = world()[0]
-        per_worker = saved["rng"][rank % len(saved["rng"])]
+        per_worker = self._worker_rng(saved)
         for name, gen in generators.items():
             gen.set_state(per_worker["generators"][name])
         set_rng_state(per_worker["global"])
         return range(int(saved["step"]) + 1, last + 1)
+
+    @staticmethod
+    def _worker_rng(saved: dict[str, Any]) -> dict[str, Any]:
+        """This worker's generator states in a saved state (each worker saved its own)."""
+        return saved["rng"][world()[0] % len(saved["rng"])]
 
     def step_done(self, step: int, point: dict[str, float], validation: dict[str, float] | None = None) -> None:
         """Record a finished step; report validation metrics and, when one is due, a checkpoint, to Ray Train."""
@@ -209,9 +217,17 @@ class Checkpointer:
     def _load_weights(self, saved: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         for name, module in self.modules.items():
             params = dict(module.named_parameters())
-            missing = [n for n in saved.get(name, {}) if n not in params]
-            if missing or name not in saved:
-                raise RuntimeError(f"checkpoint does not match the model: {name!r} lacks {missing[:3] or 'everything'}")
+            trained = {n for n, p in params.items() if p.requires_grad}
+            if name not in saved:
+                raise RuntimeError(f"checkpoint does not match the model: it holds no weights for {name!r}")
+            unknown = sorted(set(saved[name]) - set(params))
+            absent = sorted(trained - set(saved[name]))
+            reshaped = [n for n, t in saved[name].items() if n in params and t.shape != params[n].shape]
+            for problem, names in (("the model has no", unknown), ("the checkpoint lacks", absent),
+                                   ("shapes differ for", reshaped)):
+                if names:
+                    raise RuntimeError(f"checkpoint does not match the model: {problem} {name}.{names[0]}"
+                                       + (f" (and {len(names) - 1} more)" if len(names) > 1 else ""))
             with torch.no_grad():
                 for n, tensor in saved[name].items():
                     params[n].copy_(tensor.to(params[n].device, params[n].dtype))

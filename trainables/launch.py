@@ -56,7 +56,7 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
             # A config this worker cannot run (a paged optimiser without CUDA, ...) fails the same way on every
             # attempt: the attempt ends with the error as its result, so Ray Train's failure policy does not
             # retry it, and the trial (platform.runner) raises it.
-            report({CONFIG_ERROR: str(exc)})
+            report_config_error(str(exc))
 
     return parse_config, run, train_loop_per_worker
 
@@ -88,6 +88,27 @@ def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, 
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
+
+
+def report_config_error(message: str) -> None:
+    """Hand a worker's ConfigError back as the run's result. Ray Train's Result keeps only metrics reported with
+    a checkpoint, so rank 0 attaches one holding the message."""
+    import shutil
+    import tempfile
+
+    import ray.train
+
+    from trainables.training import world
+
+    if world()[0] != 0:
+        ray.train.report({CONFIG_ERROR: message})
+        return
+    folder = Path(tempfile.mkdtemp(prefix="trial-error-"))
+    try:
+        (folder / "config_error.txt").write_text(message + "\n")
+        ray.train.report({CONFIG_ERROR: message}, checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # Paths under the repository that Ray must not upload with the working directory.

@@ -92,7 +92,9 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     from trainables.launch import torch_trainer
 
     config = tiny_config(tiny_whisper_dir, steps=24, every=4)
+    t0 = time.time()
     clean = torch_trainer("qlora", config, storage_path=str(tmp_path), name="clean", max_failures=1).fit()
+    clean_s = time.time() - t0
     assert clean.error is None and clean.metrics["restarts"] == 0
 
     trainer = torch_trainer("qlora", config, storage_path=str(tmp_path), name="killed", max_failures=1)
@@ -101,7 +103,10 @@ def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_
     victims = wait_for(train_workers, 30, "the training worker process")
     for proc in victims:
         proc.send_signal(signal.SIGKILL)
+    killed_at = time.time()
     thread.join(600)
+    print(f"\n[fault] worker SIGKILLed after {len(first)} checkpoint(s); the run finished {time.time() - killed_at:.0f} s "
+          f"later (an uninterrupted run takes {clean_s:.0f} s)")
     result = out["result"]
     assert result.error is None, result.error
     assert result.metrics["restarts"] == 1
@@ -197,8 +202,11 @@ def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
     victim = next(n for w in train_workers() if (n := node_of(w, cluster)) is not None)
     hosted = sum(1 for w in train_workers() if node_of(w, cluster) is victim)
     cluster.remove_node(victim, allow_graceful=False)
+    removed_at = time.time()
     cluster.add_node(num_cpus=2, object_store_memory=200 * 1024 * 1024)  # the autoscaler's replacement
     out, _ = proc.communicate(timeout=900)
+    print(f"\n[fault] node removed with {hosted} trial worker(s) on it; the sweep finished "
+          f"{time.time() - removed_at:.0f} s later")
     assert proc.returncode == 0, out[-4000:]
     runs = trial_runs(tmp_path, "ft_nodes")
     assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4, 8]  # each once
@@ -230,8 +238,10 @@ def test_sigkilled_driver_then_resume_keeps_finished_trials_and_completes_the_in
     wait_for(second_trial_checkpointed, 600, "the first trial finished and the second checkpointed", interval=0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
+    t0 = time.time()
     out = subprocess.run(sweep_cmd(spec, tmp_path, "--resume"), cwd=ROOT, env=on_cluster(cluster),
                          capture_output=True, text=True, timeout=900)
+    print(f"\n[fault] driver SIGKILLed mid-trial; --resume finished the sweep in {time.time() - t0:.0f} s")
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     runs = trial_runs(tmp_path, "ft_driver")
     assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4]  # nothing doubled
@@ -318,7 +328,9 @@ def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tin
         stop(server)
         time.sleep(30)  # trials go on reporting while nothing answers
         server = start_mlflow_server(db, artifacts, port)
+        back_at = time.time()
         out, _ = proc.communicate(timeout=900)
+        print(f"\n[fault] MLflow server down 30 s; the sweep finished {time.time() - back_at:.0f} s after it was back")
         assert proc.returncode == 0, out[-4000:]
         assert "does not answer" in out and "is back after" in out, out[-4000:]
         c = MlflowClient(uri)

@@ -431,7 +431,7 @@ def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = write_summary(uri, parent_run_id, name, keys, baseline, out_dir)
     rows = trial_rows(uri, parent_run_id)
-    sections = [f"# {name}", "", tags.get("description", ""), "", "## Trials", "", summary]
+    sections = [f"# {name}", "", tags.get("description", ""), "", "## Trials", "", summary, "", cost_line(rows)]
     plots = [out_dir / f"wer_vs_{key.replace('.', '_')}.png" for key in keys]
     sections += [line for png in plots if png.is_file() for line in ("", f"![{png.stem.replace('_', ' ')}]({png.name})")]
     ablation = json.loads(tags.get("ablation", "null"))
@@ -451,6 +451,17 @@ def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
     best = best_trial(rows, objectives[0][0], objectives[1][0])
     c.set_tag(parent_run_id, tracking.DESCRIPTION, parent_description(tags, parent.info.experiment_id, parent_run_id, best))
     return text
+
+
+def cost_line(rows: list[dict[str, Any]]) -> str:
+    """What the sweep's trials cost: their summed wall time and GPU-hours (each trial's `trial_wall_s`, `gpu_hours`)."""
+    timed = [r for r in rows if r.get("trial_wall_s") is not None]
+    if not timed:
+        return "Cost: not recorded."
+    wall = sum(r["trial_wall_s"] for r in timed)
+    gpu_hours = sum(r.get("gpu_hours") or 0.0 for r in timed)
+    return (f"Cost: {len(timed)} trials, {wall / 60:.1f} trial-minutes in all (mean {wall / len(timed) / 60:.1f} min), "
+            f"{gpu_hours:.2f} GPU-hours.")
 
 
 def best_trial(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:

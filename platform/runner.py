@@ -226,7 +226,8 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     callback = tracking.MlflowTrials(uri, sweep.name, parent, tags, sweep.method, sweep.config, sweep.space,
-                                     scheduled=sweep.scheduler.type != "none")
+                                     scheduled=sweep.scheduler.type != "none",
+                                     gpus_per_trial=sweep.resources.num_workers * sweep.resources.gpus_per_worker)
     live = progress.LiveProgress(board, sweep.name, sweep.num_samples, sweep.max_concurrent_trials,
                                  label=lambda trial: tracking.trial_label(dict(trial.config), sweep.space),
                                  interval_s=PROGRESS_INTERVAL_S)
@@ -249,6 +250,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     tuner.fit()
     name_objectives(run_dir / "optuna.db", f"{sweep.name}-{stamp}", sweep.objectives[0])
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
+    log_sweep_cost(c, uri, parent, started)
     print(report.sweep_report(uri, parent, run_dir), flush=True)
     if interrupted:
         print(f"the sweep stopped before every trial finished; continue it with --resume "
@@ -269,6 +271,19 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         print(failure_summary(failed, sweep.num_samples), file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def log_sweep_cost(c: Any, uri: str, parent: str, started: float) -> None:
+    """The sweep's totals on its parent run: wall time (this driver's, since the command started), the trials'
+    summed wall time and GPU-hours."""
+    from platform.report import trial_rows
+
+    rows = trial_rows(uri, parent)
+    tracking.log_metrics(c, parent, {
+        "sweep_wall_s": time.time() - started,
+        "sweep_trial_s": sum(r.get("trial_wall_s") or 0.0 for r in rows),
+        "sweep_gpu_hours": sum(r.get("gpu_hours") or 0.0 for r in rows),
+    }, 0)
 
 
 def failed_trials(uri: str, parent: str) -> list[dict[str, Any]]:

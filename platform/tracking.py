@@ -253,10 +253,12 @@ class MlflowTrials(Callback):
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], method: str,
                  fixed_config: dict[str, Any], space: dict[str, Any], flush_wait_s: float = 900.0,
-                 scheduled: bool = False) -> None:
+                 scheduled: bool = False, gpus_per_trial: float = 0.0) -> None:
         self.uri, self.experiment, self.parent = uri, experiment, parent_run_id
         self.tags, self.method, self.fixed, self.space = tags, method, fixed_config, space
-        self.flush_wait_s, self.scheduled = flush_wait_s, scheduled
+        self.flush_wait_s, self.scheduled, self.gpus_per_trial = flush_wait_s, scheduled, gpus_per_trial
+        self.started: dict[str, float] = {}
+        """When this driver saw each trial start (its cost clock: `trial_wall_s`, `gpu_hours`)."""
         self.runs: dict[str, str] = {}
         self.logged_step: dict[str, int] = {}
         """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
@@ -360,7 +362,15 @@ class MlflowTrials(Callback):
         return run_id
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started.setdefault(trial.trial_id, time.time())
         self.write(lambda: self.run_id(trial))
+
+    def _log_cost(self, trial: Any) -> None:
+        """trial_wall_s (start to end as the driver saw it, restarts included) and gpu_hours (× GPUs reserved)."""
+        wall = time.time() - self.started.get(trial.trial_id, time.time())
+        cost = {"trial_wall_s": wall, "gpu_hours": wall * self.gpus_per_trial / 3600}
+        step = int((trial.last_result or {}).get("step", 0))
+        self.write(lambda: self._unless_finished(trial, lambda rid: log_metrics(self.c, rid, cost, step)))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if trial.trial_id in self.finished:
@@ -377,6 +387,7 @@ class MlflowTrials(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = dict(trial.last_result or {})
+        self._log_cost(trial)
         if "wer" not in last and not self.scheduled:  # no scheduler stops trials: it ended without its result
             line = "the trial ended without reporting its final metrics"
             self.write(lambda: self._unless_finished(trial, self.c.set_tag, "error", line))
@@ -403,6 +414,7 @@ class MlflowTrials(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         error = redact_text(_trial_error(trial))
         line = error.strip().splitlines()[-1][:5000] if error.strip() else "unknown error"
+        self._log_cost(trial)
         self.write(lambda: self.c.set_tag(self.run_id(trial), "error", line))
         self.write(lambda: self.c.log_text(self.run_id(trial), error, "error.txt"))
         self.write(lambda: self.c.set_terminated(self.run_id(trial), "FAILED"))

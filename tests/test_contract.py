@@ -130,3 +130,13 @@ def test_a_two_worker_request_for_a_one_worker_method_fails_at_dry_run(tmp_path:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert "presets.local.resources.num_workers: method 'dq_whisper' trains on at most 1" in err[0], err[0]
+
+
+@pytest.mark.parametrize("method", ["dqlora", "whistle"])
+def test_adalora_is_refused_where_no_loop_prunes_it(method: str) -> None:
+    """AdaLoRA needs update_and_allocate every step; only qlora's loop calls it, so elsewhere it is a config error."""
+    from trainables import load_method
+    from trainables.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lora.kind: AdaLoRA's rank pruning runs in the qlora method only"):
+        load_method(method).parse_config({"lora": {"kind": "adalora"}})

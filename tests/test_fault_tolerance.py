@@ -171,6 +171,8 @@ def assert_complete_record(tmp: Path, run: Any, steps: int, eval_every: int, uri
     assert run.info.status == "FINISHED", (run.info.run_name, run.data.tags.get("error"))
     for name in [*CONTRACT_METRICS, "restarts"]:
         assert name in run.data.metrics and math.isfinite(run.data.metrics[name]), (run.info.run_name, name)
+    # The trial's cost, from the driver's clock: positive wall time, no GPU reserved on this CPU cluster.
+    assert run.data.metrics["trial_wall_s"] > 0 and run.data.metrics["gpu_hours"] == 0
     history = json.loads(Path(c.download_artifacts(rid, "history.json", str(tmp / f"dl-{rid}"))).read_text())
     assert [p["step"] for p in history] == list(range(1, steps + 1))
     curve = sorted((m.step, m.value) for m in c.get_metric_history(rid, "train_loss"))
@@ -275,6 +277,7 @@ def test_asha_stops_worse_trials_early_and_the_report_keeps_them_apart(
     for run in full:
         assert run.data.metrics["step"] == steps and "wer" in run.data.metrics
     assert "STOPPED EARLY (step" in out.stdout
+    assert "Cost: 4 trials," in out.stdout and "0.00 GPU-hours" in out.stdout
     assert study_states(tmp_path, "ft_asha").count("PRUNED") == len(stopped)
 
 

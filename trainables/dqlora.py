@@ -165,6 +165,8 @@ class DQLoRAConfig:
 
     def check(self) -> None:
         require(self.head_lr > 0, "head_lr", f"must be positive, got {self.head_lr}")
+        require(self.lora.kind == "lora", "lora.kind", "AdaLoRA's rank pruning runs in the qlora method only "
+                "(lora.kind adalora there); this method trains fixed-rank LoRA")
         models.check_precision_with_lora(self.precision, self.lora)
         assets.check_model_source(self.student, "student")
         assets.check_data_source(self.data.source, "data.source")

@@ -61,8 +61,9 @@ class LoraConfig:
     enabled: bool = True
     """False = full fine-tuning of every weight (the baseline; needs bits 16 or 32)."""
     kind: Literal["lora", "adalora"] = "lora"
-    """lora: fixed rank r everywhere; adalora: peft's AdaLoRA, which starts at 1.5·r and prunes to an average
-    rank of r by importance during training (the same total budget as uniform rank r)."""
+    """lora: fixed rank r everywhere; adalora (the qlora method only, settings in its `adalora` section): peft's
+    AdaLoRA, which starts above r and prunes to an average rank of r by importance during training (the same
+    total budget as uniform rank r)."""
     r: int = 8
     """Adapter rank."""
     alpha: float = 16.0
@@ -250,7 +251,7 @@ def window_positions(seconds: float) -> int:
 
 
 def add_lora(model: torch.nn.Module, names: list[str], lora: LoraConfig,
-             rank_pattern: dict[str, int] | None = None, total_steps: int = 0) -> torch.nn.Module:
+             rank_pattern: dict[str, int] | None = None) -> torch.nn.Module:
     """Wrap `model` with peft LoRA adapters on exactly the `names` modules (B starts at zero).
 
     `rank_pattern` (peft's form, e.g. from `entropy.lora_rank_pattern`) overrides `lora.r` per module.
@@ -258,30 +259,14 @@ def add_lora(model: torch.nn.Module, names: list[str], lora: LoraConfig,
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    if lora.kind == "adalora":
-        return get_peft_model(model, adalora_config(names, lora, total_steps))
+    if lora.kind != "lora":  # AdaLoRA needs its pruning schedule in the loop: qlora builds it (qlora.adalora_config)
+        raise ConfigError(f"lora.kind: {lora.kind!r} is trained by the qlora method only; use lora here")
 
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=names,
         bias="none", init_lora_weights=True, rank_pattern=rank_pattern or {},
     )
     return get_peft_model(model, config)
-
-
-def adalora_config(names: list[str], lora: LoraConfig, total_steps: int) -> object:
-    """AdaLoRA with the budget of uniform rank `lora.r`: start at 1.5·r, prune to an average of r.
-
-    Ranks stay at their initial value for the first 10% of steps, are pruned on a cubic schedule, and are
-    fixed for the last 30%, re-allocated every max(1, steps/20) steps.
-    """
-    from peft import AdaLoraConfig
-
-    steps = max(total_steps, 10)
-    return AdaLoraConfig(
-        target_r=lora.r, init_r=max(lora.r + 1, math.ceil(1.5 * lora.r)), tinit=max(1, steps // 10),
-        tfinal=max(1, (3 * steps) // 10), deltaT=max(1, steps // 20), total_step=steps, lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout, target_modules=names,
-    )
 
 
 def enable_full_finetuning(model: torch.nn.Module) -> None:

@@ -372,7 +372,7 @@ def setup(cfg: QLoRAConfig) -> Setup:
 
         model = get_peft_model(model, adalora_config(targets, cfg))
     elif cfg.lora.enabled:
-        model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks), total_steps=cfg.optim.max_steps)
+        model = add_lora(model, targets, cfg.lora, rank_pattern=lora_rank_pattern(ranks))
     else:
         enable_full_finetuning(model)
     if cfg.gradient_checkpointing:

@@ -195,6 +195,8 @@ class WhisTLEConfig:
 
     def check(self) -> None:
         require("encoder" not in self.lora.stacks, "lora.stacks", "WhisTLE tunes the decoder only; use [decoder]")
+        require(self.lora.kind == "lora", "lora.kind", "AdaLoRA's rank pruning runs in the qlora method only "
+                "(lora.kind adalora there); this method trains fixed-rank LoRA")
         require(0 <= self.source_ratio < 1, "source_ratio", f"must be in [0, 1), got {self.source_ratio}")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")

@@ -221,7 +221,8 @@ def child_trainer(spec: dict[str, Any], storage: str) -> dict[str, Any]:
     from trainables.progress import BOARD_NAME, ProgressBoard
 
     at["imports_end"] = time.time()
-    ray.init(runtime_env=runtime_env(str(ROOT)), log_to_driver=False)
+    # address="local": a private cluster, never one that another job on this machine started (and may tear down).
+    ray.init(address="local", runtime_env=runtime_env(str(ROOT)), log_to_driver=False)
     board = ray.remote(ProgressBoard).options(name=BOARD_NAME, get_if_exists=True, num_cpus=0).remote()
     at["ray_ready"] = time.time()
     events: dict[str, Any] = {"steps": {}, "tasks": []}
@@ -249,10 +250,12 @@ def child_trainer(spec: dict[str, Any], storage: str) -> dict[str, Any]:
     thread.start()
     trainer = torch_trainer(spec["method"], spec["config"], storage_path=storage, name="overhead", **spec["resources"])
     at["fit_start"] = time.time()
-    result = trainer.fit()
-    at["fit_end"] = time.time()
-    stop.set()
-    thread.join()
+    try:
+        result = trainer.fit()
+    finally:
+        at["fit_end"] = time.time()
+        stop.set()  # before Ray goes away: a poll after it would start or join another cluster
+        thread.join()
     if result.error is not None:
         raise RuntimeError(f"the Ray Train run failed: {result.error}")
     ray.shutdown()
@@ -266,7 +269,7 @@ def child_trainer(spec: dict[str, Any], storage: str) -> dict[str, Any]:
 
 def run_child(mode: str, spec_file: Path, work: Path) -> dict[str, Any]:
     """Run (a) or (b) in a fresh Python process; its wall time and what it measured."""
-    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "RAY_ADDRESS": "local", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
     out = subprocess.run([sys.executable, __file__, "--child", mode, "--spec-file", str(spec_file),
                           "--child-storage", str(work / f"{mode}-results")], cwd=ROOT, env=env, capture_output=True,
@@ -314,7 +317,8 @@ def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, 
            "--storage", str(work / "sweep-results")]
     for key, value in spec["overrides"].items():
         cmd += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
-    env = {**os.environ, "RAY_ADDRESS": "", "SPEECH_SWEEPS_PROGRESS_S": str(progress_s), "PYTHONUNBUFFERED": "1"}
+    # RAY_ADDRESS=local: the sweep starts a private Ray, not joining a cluster another job on this machine runs.
+    env = {**os.environ, "RAY_ADDRESS": "local", "SPEECH_SWEEPS_PROGRESS_S": str(progress_s), "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     lines: list[tuple[float, str]] = []
     stderr = open(work / "sweep.stderr", "w")  # noqa: SIM115 - closed below
@@ -358,6 +362,7 @@ def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, 
            "first_line": first(lambda x: True), "baseline_line": first(lambda x: x.startswith("measuring the untuned")),
            "steps": {str(k): v for k, v in steps.items()}, "max_steps": max_steps, "tasks": tasks}
     out.update(mlflow_times(uri, spec["sweep"]))
+    out["console"] = [(round(t - t0, 2), x) for t, x in lines]
     return out
 
 
@@ -456,6 +461,8 @@ def phases_trainer(b: dict[str, Any]) -> dict[str, Any]:
 def phases_sweep(c: dict[str, Any]) -> dict[str, Any]:
     steps = {int(k): v for k, v in c["steps"].items()}
     first_step, last_step = (steps[min(steps)], steps[max(steps)]) if steps else (None, None)
+    if c["trial_result"] is not None and last_step is not None:  # a console line can trail the result it shows
+        first_step, last_step = min(first_step, c["trial_result"]), min(last_step, c["trial_result"])
     base_end = c["baseline_logged"]
     decoding = [t for t in c["tasks"] if t["task"].startswith("decoding")]
     return {
@@ -469,7 +476,8 @@ def phases_sweep(c: dict[str, Any]) -> dict[str, Any]:
             "-> MLflow parent run created": gap(c["first_line"], c["parent_start"]),
             "-> assets checked, Ray started (baseline begins)": gap(c["parent_start"], c["baseline_line"]),
             "baseline: the untuned model measured (its own Ray Train run)": gap(c["baseline_line"], base_end),
-            "-> Tune started, trial's MLflow run created": gap(base_end or c["parent_start"], c["trial_start"]),
+            "-> Tune started, trial's MLflow run created (Ray's start too, without a baseline)":
+                gap(base_end or c["parent_start"], c["trial_start"]),
             "decoding passes (seen in the console)": sum((t.get("end") or t["start"]) - t["start"] for t in decoding) or None,
             "result -> trial's MLflow run ended (history, artifacts logged)": gap(c["trial_result"], c["trial_end"]),
             "trial end -> parent run ended (report: table, plot)": gap(c["trial_end"], c["parent_end"]),
@@ -571,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         out = report(spec, results, phases)
         if args.json:
             args.json.write_text(json.dumps(out, indent=2))
+            if "c" in results:  # the sweep's console, each line with its arrival time (s after its start)
+                args.json.with_suffix(".console.txt").write_text(
+                    "".join(f"{t:8.2f}  {x}\n" for t, x in results["c"]["console"]))
         print(RESULT_PREFIX + json.dumps(out), flush=True)
         return 0
     finally:

@@ -315,9 +315,9 @@ def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tin
         port = sock.getsockname()[1]
     db, artifacts, uri = tmp_path / "server.db", tmp_path / "artifacts", f"http://127.0.0.1:{port}"
     server = start_mlflow_server(db, artifacts, port)
-    steps, eval_every = 24, 8
-    spec = write_sweep(tmp_path / "ft_server.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2, 4]}},
-                       steps, 0, eval_every=eval_every, num_samples=3, max_concurrent_trials=1)
+    steps, eval_every = 16, 8
+    spec = write_sweep(tmp_path / "ft_server.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2]}},
+                       steps, 0, eval_every=eval_every, num_samples=2, max_concurrent_trials=1)
     cmd = [*sweep_cmd(spec, tmp_path)[:-4], "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -338,7 +338,7 @@ def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tin
         assert "does not answer" in out and "is back after" in out, out[-4000:]
         c = MlflowClient(uri)
         runs = [r for r in c.search_runs([c.get_experiment_by_name("ft_server").experiment_id]) if "trial_id" in r.data.tags]
-        assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4]
+        assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2]
         for run in runs:
             assert_complete_record(tmp_path, run, steps, eval_every, uri=uri)
     finally:

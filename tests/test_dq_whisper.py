@@ -307,3 +307,16 @@ def test_a_section_given_in_part_keeps_the_methods_own_defaults_for_the_rest() -
     cfg = dq.parse_config({"optim": {"max_steps": 64}})
     assert (cfg.optim.max_steps, cfg.optim.lr, cfg.optim.batch_size, cfg.optim.warmup_steps) == (64, 1e-4, 4, 4)
     assert cfg.data.max_train_items == 128
+
+
+def test_student_sweep_local_preset_plans_the_small_students(capsys: pytest.CaptureFixture[str]) -> None:
+    """dq_whisper_student's local preset: whisper-base's encoder + 4 or 6 decoder layers, 4-bit QAT with a
+    4-bit token embedding (the embedding is a third of whisper-base; at 8 bits no depth reaches 3x), the teacher as baseline."""
+    from platform import sweep
+
+    assert sweep.main(["dq_whisper_student", "--dry-run", "--preset", "local"]) == 0
+    out = capsys.readouterr().out
+    assert 'student.decoder_layers: {"type": "grid", "values": [4, 6]}' in out
+    assert "trials    2, 1 at a time" in out and "baseline  the untuned model, measured once" in out
+    for line in ("teacher: whisper-base", "embed_bits: 4", "bits: 4", "alpha: 0.5", "max_steps: 64"):
+        assert line in out, line

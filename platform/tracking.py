@@ -12,7 +12,9 @@ import json
 import math
 import numbers
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -245,10 +247,10 @@ def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[s
 class MlflowTrials(Callback):
     """Tune callback: a child run per trial with params, per-step and final metrics, artifacts, status.
 
-    Every write to MLflow goes through one queue, in order. When the tracking server cannot be reached, the
-    write waits in the queue (with every later one) and the sweep goes on: Ray keeps the trials' results, and
-    the queue is written out as soon as a later write finds the server back, or at the end of the sweep, which
-    waits up to `flush_wait_s` for it.
+    Every write to MLflow goes through one queue, written in order by one background thread, so Tune's loop
+    never waits on MLflow. When the tracking server cannot be reached, the writer retries the waiting write
+    every RETRY_EVERY_S seconds and the sweep goes on (Ray keeps the trials' results); once the server is
+    back the queue is written out. The end of the sweep waits up to `flush_wait_s` for the queue to empty.
     """
 
     def __init__(self, uri: str, experiment: str, parent_run_id: str, tags: dict[str, str], method: str,
@@ -264,15 +266,15 @@ class MlflowTrials(Callback):
         """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
         self.finished: set[str] = set()
         """Trials whose MLflow run had finished before a resumed sweep restarted them: nothing more is logged."""
-        self.pending: list[Callable[[], None]] = []
+        self._unlogged_params: dict[str, dict[str, Any]] = {}
         self._outage_since: float | None = None
-        self._last_try = 0.0
+        self._ops: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
         self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
         state = dict(self.__dict__)
-        state["_client"] = None
-        state["pending"] = []  # closures; a resumed sweep re-reads what it needs from MLflow (run_id)
+        state.update(_client=None, _ops=None, _writer=None)  # a resumed sweep re-reads what it needs from MLflow
         return state
 
     @property
@@ -284,82 +286,95 @@ class MlflowTrials(Callback):
     # ------------------------------------------------------------------ the write queue
 
     def write(self, op: Callable[[], None]) -> None:
-        """Queue one MLflow write behind those still waiting, then write out what the server takes (while the
-        server is away, at most every RETRY_EVERY_S: each try costs the client's own retries)."""
-        self.pending.append(op)
-        if self._outage_since is None or time.time() - self._last_try > RETRY_EVERY_S:
-            self.drain()
+        """Queue one MLflow write behind those still waiting (the writer thread writes them in order)."""
+        if self._ops is None:
+            self._ops = queue.Queue()
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_loop, name="mlflow-writer", daemon=True)
+            self._writer.start()
+        self._ops.put(op)
 
-    def drain(self) -> bool:
-        """Write queued operations in order until one finds the server unreachable; True when none is left."""
-        self._last_try = time.time()
-        while self.pending:
+    def _write_loop(self) -> None:
+        assert self._ops is not None
+        while True:
+            op = self._ops.get()
             try:
-                self.pending[0]()
+                self._write_one(op)
+            finally:
+                self._ops.task_done()
+
+    def _write_one(self, op: Callable[[], None]) -> None:
+        while True:
+            try:
+                op()
             except Exception as exc:  # noqa: BLE001 - sorted below: unreachable waits, anything else is dropped
                 if not unreachable(exc):
                     print(f"mlflow: a write failed and is skipped: {redact_text(str(exc)).splitlines()[0][:300]}",
                           file=sys.stderr, flush=True)
-                    self.pending.pop(0)
-                    continue
+                    return
                 if self._outage_since is None:
                     self._outage_since = time.time()
                     print(f"mlflow: {self.uri} does not answer; the sweep goes on and its records wait to be "
                           "logged when it is back", file=sys.stderr, flush=True)
+                time.sleep(RETRY_EVERY_S)
+                continue
+            if self._outage_since is not None:
+                print(f"mlflow: {self.uri} is back after {time.time() - self._outage_since:.0f} s; the waiting "
+                      "records are being logged", file=sys.stderr, flush=True)
+                self._outage_since = None
+            return
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued write is done (True), or `timeout_s` passed (False)."""
+        deadline = time.time() + timeout_s
+        while self._ops is not None and self._ops.unfinished_tasks:
+            if time.time() > deadline:
                 return False
-            self.pending.pop(0)
-        if self._outage_since is not None:
-            print(f"mlflow: {self.uri} is back after {time.time() - self._outage_since:.0f} s; every waiting record "
-                  "is logged", file=sys.stderr, flush=True)
-            self._outage_since = None
+            time.sleep(0.1)
         return True
 
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.pending and time.time() - self._last_try > RETRY_EVERY_S:
-            self.drain()
-
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        deadline = time.time() + self.flush_wait_s
-        while not self.drain():
-            if time.time() > deadline:
-                print(f"mlflow: {len(self.pending)} records could not be logged: {self.uri} stayed unreachable for "
-                      f"{self.flush_wait_s:.0f} s after the last trial (Ray keeps the results under the sweep's "
-                      "storage)", file=sys.stderr, flush=True)
-                return
-            time.sleep(RETRY_EVERY_S)
+        if not self.flush(self.flush_wait_s):
+            left = self._ops.unfinished_tasks if self._ops is not None else 0
+            print(f"mlflow: {left} records could not be logged: {self.uri} stayed unreachable for "
+                  f"{self.flush_wait_s:.0f} s after the last trial (Ray keeps the results under the sweep's "
+                  "storage)", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ runs
 
     def run_id(self, trial: Any) -> str:
-        """The trial's child run, created once; a resumed trial continues its own run. Called from queued writes."""
+        """The trial's child run, created once (with its params and data); a resumed trial continues its own run.
+        Runs in the writer thread: a write that fails half-way is retried from here."""
         tid = trial.trial_id
-        if tid in self.runs:
-            return self.runs[tid]
-        exp = experiment_id(self.uri, self.experiment)
-        found = self.c.search_runs(
-            [exp], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'"
-        )
-        if found:
-            run_id = found[0].info.run_id
-            if found[0].info.status == "FINISHED":  # finished before the driver was lost; the rerun only re-reports
-                self.finished.add(tid)
+        if tid not in self.runs:
+            exp = experiment_id(self.uri, self.experiment)
+            found = self.c.search_runs(
+                [exp], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'"
+            )
+            if found:
+                run_id = found[0].info.run_id
+                if found[0].info.status == "FINISHED":  # finished before the driver was lost; the rerun only re-reports
+                    self.finished.add(tid)
+                else:
+                    self.c.update_run(run_id, status="RUNNING")
+                    # This driver may be a new one (--resume after the old one was lost): MLflow, not the
+                    # callback's saved state, knows which steps the trial has logged.
+                    logged = [m.step for m in self.c.get_metric_history(run_id, "loss")]
+                    self.logged_step[tid] = max([self.logged_step.get(tid, -1), *logged])
+                self.runs[tid] = run_id
             else:
-                self.c.update_run(run_id, status="RUNNING")
-                # This driver may be a new one (--resume after the old one was lost): MLflow, not the callback's
-                # saved state, knows which steps the trial has logged.
-                logged = [m.step for m in self.c.get_metric_history(run_id, "loss")]
-                self.logged_step[tid] = max([self.logged_step.get(tid, -1), *logged])
-            self.runs[tid] = run_id
-            return run_id
-        sampled = dict(trial.config)
-        tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent, "searched": json.dumps(redact(sampled))}
-        run_id = self.runs[tid] = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)),
-                                                    tags=tags).info.run_id
-        config = resolved_config(self.method, self.fixed, self.space, sampled)
-        # Queued after the creating write, so that a failure here retries only what is left.
-        self.pending.insert(1, lambda: log_params(self.c, run_id, config))
-        self.pending.insert(2, lambda: log_datasets(self.c, run_id, config))
-        return run_id
+                sampled = dict(trial.config)
+                tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent,
+                        "searched": json.dumps(redact(sampled))}
+                self.runs[tid] = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)),
+                                                   tags=tags).info.run_id
+                self._unlogged_params[tid] = resolved_config(self.method, self.fixed, self.space, sampled)
+        if tid in self._unlogged_params:  # params of the same value may be logged again: a retry is harmless
+            config = self._unlogged_params[tid]
+            log_params(self.c, self.runs[tid], config)
+            log_datasets(self.c, self.runs[tid], config)
+            del self._unlogged_params[tid]
+        return self.runs[tid]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.time())
@@ -373,17 +388,20 @@ class MlflowTrials(Callback):
         self.write(lambda: self._unless_finished(trial, lambda rid: log_metrics(self.c, rid, cost, step)))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if trial.trial_id in self.finished:
-            return
         metrics = numeric_metrics(result)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        # A trial that Ray Train restarted from a checkpoint reports again the steps after that checkpoint;
-        # MLflow already has them, so its curves keep one point per step.
-        if "wer" not in result and step <= self.logged_step.get(trial.trial_id, -1):
-            return
-        self.logged_step[trial.trial_id] = step
-        self.write(lambda: None if trial.trial_id in self.finished
-                   else log_metrics(self.c, self.run_id(trial), metrics, step))
+        tid = trial.trial_id
+
+        def op() -> None:
+            run_id = self.run_id(trial)
+            # A trial that Ray Train restarted from a checkpoint reports again the steps after that checkpoint;
+            # MLflow already has them, so its curves keep one point per step.
+            if tid in self.finished or ("wer" not in result and step <= self.logged_step.get(tid, -1)):
+                return
+            log_metrics(self.c, run_id, metrics, step)
+            self.logged_step[tid] = max(step, self.logged_step.get(tid, -1))
+
+        self.write(op)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         last = dict(trial.last_result or {})

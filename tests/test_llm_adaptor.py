@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,24 +20,6 @@ from trainables.loaders.audio_llm import Adaptor, AudioLLM
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's tokenizer and chat template."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from trainables import assets
-
-    smol = Path(assets.resolve_model("smollm2-135m-instruct"))
-    out = tmp_path_factory.mktemp("tiny-llm")
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1,
-                         eos_token_id=2, pad_token_id=2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    for f in smol.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
-            shutil.copy(f, out / f.name)
-    return out
 
 
 def _config(tiny_whisper_dir: Path, tiny_llm_dir: Path, **over: object) -> llm_adaptor.LLMAdaptorConfig:

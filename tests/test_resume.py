@@ -8,7 +8,6 @@ checks that B's history holds every step once, with A's values, and that B ends 
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -203,24 +202,6 @@ def test_whistle_resumes_exactly(tiny_whisper_dir: Path, cache: Path, monkeypatc
 # --------------------------------------------------------------------------- llm_adaptor
 
 
-@pytest.fixture(scope="module")
-def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) with SmolLM2's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from trainables import assets
-
-    smol = Path(assets.resolve_model("smollm2-135m-instruct"))
-    out = tmp_path_factory.mktemp("tiny-llm")
-    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=1,
-                         eos_token_id=2, pad_token_id=2)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    for f in smol.iterdir():
-        if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
-            shutil.copy(f, out / f.name)
-    return out
 
 
 def _llm_adaptor(tiny_whisper_dir: Path, tiny_llm_dir: Path, contrastive_steps: int) -> Any:

@@ -76,13 +76,18 @@ def report_checkpoint(metrics: dict[str, float], folder: Path | None, step: int)
     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_step{step:07d}" if folder else None)
 
 
-def latest_state() -> dict[str, Any] | None:
-    """The training state in Ray Train's latest checkpoint of this run, or None (a fresh start, or outside Ray Train)."""
+def _latest_checkpoint() -> Any:
+    """Ray Train's latest checkpoint of this run (None on a fresh start, or outside Ray Train)."""
     if not in_ray_train():
         return None
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    return ray.train.get_checkpoint()
+
+
+def latest_state() -> dict[str, Any] | None:
+    """The training state in Ray Train's latest checkpoint of this run, or None (a fresh start, or outside Ray Train)."""
+    checkpoint = _latest_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
@@ -96,13 +101,9 @@ def finished_result() -> tuple[dict[str, float], Path] | None:
     """When this Ray Train run already finished (its latest checkpoint is the final artifact folder, with
     metrics.json), that result: (metrics, a private copy of the folder). A trial Tune restarts after its
     driver was lost may have finished in the meantime; it reports the result again instead of training again."""
-    if not in_ray_train():
-        return None
     import json
 
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = _latest_checkpoint()
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:

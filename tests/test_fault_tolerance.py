@@ -58,6 +58,18 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def rows_while_starting(db: Path, sql: str) -> list[tuple]:
+    """Rows of a query on a store the sweep may still be creating: none while its file or tables are missing or
+    while a writer holds the lock, so a polling predicate just tries again."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as con:
+            return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
 def checkpoints_under(root: Path) -> list[Path]:
     return sorted(root.rglob("checkpoint_step*/training_state.pt"))
 
@@ -231,11 +243,8 @@ def test_sigkilled_driver_then_resume_keeps_finished_trials_and_completes_the_in
     db = tmp_path / "mlflow.db"
 
     def second_trial_checkpointed() -> bool:
-        if not db.exists():
-            return False
-        with sqlite3.connect(db) as con:
-            statuses = sorted(s for (s,) in con.execute(
-                "select r.status from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'trial_id'"))
+        statuses = sorted(s for (s,) in rows_while_starting(
+            db, "select r.status from runs r join tags t on t.run_uuid = r.run_uuid where t.key = 'trial_id'"))
         trials_with_state = {p.parents[1] for p in checkpoints_under(train_root)}
         return statuses == ["FINISHED", "RUNNING"] and len(trials_with_state) >= 2
 
@@ -325,9 +334,8 @@ def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tin
                             text=True)
     try:
         def first_trial_running() -> bool:
-            with sqlite3.connect(db) as con:
-                return bool(con.execute("select 1 from runs r join tags t on t.run_uuid = r.run_uuid "
-                                        "where t.key = 'trial_id'").fetchall())
+            return bool(rows_while_starting(db, "select 1 from runs r join tags t on t.run_uuid = r.run_uuid "
+                                                "where t.key = 'trial_id'"))
 
         wait_for(first_trial_running, 600, "the first trial's MLflow run", interval=0.5)
         stop(server)

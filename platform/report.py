@@ -454,14 +454,18 @@ def sweep_report(uri: str, parent_run_id: str, out_dir: Path) -> str:
 
 
 def cost_line(rows: list[dict[str, Any]]) -> str:
-    """What the sweep's trials cost: their summed wall time and GPU-hours (each trial's `trial_wall_s`, `gpu_hours`)."""
+    """What the sweep's trials cost: their summed wall time and GPU-hours (each trial's `trial_wall_s`, `gpu_hours`),
+    and the GPU energy of their training steps where it was measured (`energy_j`)."""
     timed = [r for r in rows if r.get("trial_wall_s") is not None]
     if not timed:
         return "Cost: not recorded."
     wall = sum(r["trial_wall_s"] for r in timed)
     gpu_hours = sum(r.get("gpu_hours") or 0.0 for r in timed)
-    return (f"Cost: {len(timed)} trials, {wall / 60:.1f} trial-minutes in all (mean {wall / len(timed) / 60:.1f} min), "
-            f"{gpu_hours:.2f} GPU-hours.")
+    metered = [r["energy_j"] for r in rows if r.get("energy_j") is not None]
+    energy = (f", {sum(metered) / 3.6e6:.3f} kWh of GPU energy in the training steps of {len(metered)} trials"
+              if metered else "")
+    return (f"Cost: {len(timed)} trial{'s' if len(timed) != 1 else ''}, {wall / 60:.1f} trial-minutes in all (mean {wall / len(timed) / 60:.1f} min), "
+            f"{gpu_hours:.2f} GPU-hours{energy}.")
 
 
 def best_trial(rows: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""GPU paths: CUDA bitsandbytes layers, paged optimisers, peak_vram_mb. Skipped without CUDA."""
+"""GPU paths: CUDA bitsandbytes layers, paged optimisers, peak_vram_mb, energy. Skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -20,3 +20,5 @@ def test_qlora_on_cuda_reports_vram(optimizer: str) -> None:
     }))
     assert metrics["peak_vram_mb"] > 0
     assert math.isfinite(metrics["wer"]) and metrics["train_samples_per_s"] > 0
+    # NVML counts energy on Volta and later; the 4 steps' share of it is positive and per step is a quarter.
+    assert metrics["energy_j"] > 0 and metrics["energy_j_per_step"] == pytest.approx(metrics["energy_j"] / 4)

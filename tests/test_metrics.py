@@ -1,4 +1,4 @@
-"""Metrics: normalised error rates, BLEU, perplexity, sizes from stored tensors, throughput."""
+"""Metrics: normalised error rates, BLEU, perplexity, sizes from stored tensors, throughput, energy."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from trainables.config import build
 from trainables.metrics import (
+    EnergyMeter,
     bleu,
     deployed_size_bytes,
     error_rates,
@@ -21,7 +23,8 @@ from trainables.metrics import (
     utterance_errors,
 )
 from trainables.models import PrecisionConfig, load_base_model
-from trainables.training import Throughput
+from trainables.results import energy_metrics
+from trainables.training import OptimConfig, Stepper, Throughput
 
 
 def test_error_rates_use_whisper_normalisation() -> None:
@@ -76,3 +79,45 @@ def test_assets_cli_prints_paths() -> None:
     bad = subprocess.run([sys.executable, "-m", "platform.assets", "prepare", "whisper-huge"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown asset 'whisper-huge'" in bad.stderr
+
+
+class Counter:
+    """A cumulative energy counter in mJ that advances 250 mJ on every read (what NVML's reads look like)."""
+
+    def __init__(self) -> None:
+        self.mj = 10_000.0
+
+    def __call__(self) -> float:
+        self.mj += 250.0
+        return self.mj
+
+
+def test_the_energy_meter_sums_its_windows_only() -> None:
+    counter = Counter()
+    meter = EnergyMeter(torch.device("cpu"), read=counter)
+    with meter.window():
+        pass
+    counter.mj += 5_000.0  # energy spent between windows (evaluation, say) is not the steps'
+    with meter.window():
+        pass
+    assert meter.joules == pytest.approx(0.5)  # two windows of one 250 mJ advance each
+    assert EnergyMeter(torch.device("cpu")).joules is None  # no counter on a CPU
+
+
+def test_energy_metrics_per_step_and_through_a_resume() -> None:
+    cfg = build(OptimConfig, {"lr": 0.1, "max_steps": 3, "warmup_steps": 0, "batch_size": 2})
+    model = torch.nn.Linear(4, 1)
+    stepper = Stepper(cfg, list(model.parameters()), torch.device("cpu"), model)
+    assert energy_metrics(stepper) == {}  # nothing measurable on a CPU: no energy metrics at all
+    stepper.energy = EnergyMeter(torch.device("cpu"), read=Counter())
+    x = torch.randn(2, 4)
+    for _ in range(2):
+        stepper.step(lambda micro: (model(x).pow(2).sum(), {}))
+    assert energy_metrics(stepper) == {"energy_j": pytest.approx(0.5), "energy_j_per_step": pytest.approx(0.25)}
+
+    resumed = Stepper(cfg, list(model.parameters()), torch.device("cpu"), model)
+    resumed.energy = EnergyMeter(torch.device("cpu"), read=Counter())
+    resumed.load_state_dict(stepper.state_dict())
+    resumed.step(lambda micro: (model(x).pow(2).sum(), {}))
+    assert energy_metrics(resumed)["energy_j"] == pytest.approx(0.75)  # the earlier attempt's steps count too
+    assert energy_metrics(resumed, None)["energy_j_per_step"] == pytest.approx(0.25)

@@ -121,3 +121,15 @@ def test_plot_lines_never_join_trials_from_different_grid_rows() -> None:
     rows = [{"searched": {"lam": lam, "snr": snr, "fixed": 1}, "wer": lam + snr} for lam in (1.0, 0.0) for snr in (0, 10)]
     assert lines_by_other_keys(rows, "lam") == {"snr=0": [(0.0, 0.0), (1.0, 1.0)], "snr=10": [(0.0, 10.0), (1.0, 11.0)]}
     assert lines_by_other_keys([r for r in rows if r["searched"]["snr"] == 0], "lam") == {"adapted": [(0.0, 0.0), (1.0, 1.0)]}
+
+
+def test_the_cost_line_sums_wall_gpu_hours_and_energy_where_measured() -> None:
+    from platform.report import cost_line
+
+    rows = [{"trial_wall_s": 60.0, "gpu_hours": 60 / 3600, "energy_j": 1.8e6},
+            {"trial_wall_s": 120.0, "gpu_hours": 120 / 3600, "energy_j": 5.4e6}]
+    assert cost_line(rows) == ("Cost: 2 trials, 3.0 trial-minutes in all (mean 1.5 min), 0.05 GPU-hours, "
+                               "2.000 kWh of GPU energy in the training steps of 2 trials.")
+    cpu = [{"trial_wall_s": 30.0, "gpu_hours": 0.0}]
+    assert cost_line(cpu) == "Cost: 1 trial, 0.5 trial-minutes in all (mean 0.5 min), 0.00 GPU-hours."
+    assert cost_line([{"wer": 0.1}]) == "Cost: not recorded."

@@ -73,7 +73,7 @@ from trainables.loaders.quantised_whisper import dequantised_state_dict, model_f
 from trainables.metrics import param_counts
 from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
 from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.training import OptimConfig, Stepper, device, seed_everything
 
 # --------------------------------------------------------------------------- config
@@ -475,6 +475,7 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         "val_wer": v["wer"], "val_cer": v["cer"],
         **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0, size_bytes=parts["file"],
                            original_bytes=assets.stored_bytes(assets.model_files_dir(s.teacher_source)), counts=s.counts),
+        **energy_metrics(stepper),
         "encoder_window_s": s.splits.encoder_window_s, "quantised_layers": float(len(s.bits)),
         "student_encoder_layers": float(s.student.config.encoder_layers),
         "student_decoder_layers": float(s.student.config.decoder_layers),

@@ -70,7 +70,7 @@ from trainables.launch import entry_points
 from trainables.metrics import deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
 from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
 
 # --------------------------------------------------------------------------- config
@@ -536,6 +536,7 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         "val_wer": v["wer"], "val_cer": v["cer"],
         **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
                            size_bytes=size_parts["total"], original_bytes=original, counts=s.counts),
+        **energy_metrics(stepper),
         "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
     }
     out = None

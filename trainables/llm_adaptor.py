@@ -46,7 +46,7 @@ from trainables.launch import entry_points
 from trainables.loaders.audio_llm import Adaptor, AudioLLM, SpeechEncoder, decode
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.speech_encoders import check_encoder_source, encoder_states, load_speech_encoder, rows
 from trainables.training import OptimConfig, Stepper, device, seed_everything, world
 
@@ -454,6 +454,7 @@ def finish(s: Setup, history: list[dict[str, float]], steppers: dict[str, Steppe
         "loss": next((p["loss"] for p in reversed(history) if "loss" in p), nan),
         **contract_metrics(final, samples_per_s=ce.samples_per_s if ce else 0.0, size_bytes=size,
                            original_bytes=original, counts=param_counts(model)),
+        **energy_metrics(con, ce),
         **aligned,
         "contrastive_train_loss": next((p["contrastive_loss"] for p in reversed(history) if "contrastive_loss" in p), nan),
         "contrastive_samples_per_s": con.samples_per_s if con else 0.0,

@@ -7,12 +7,13 @@ adapters as saved), never estimated from parameter counts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import resource
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -89,6 +90,48 @@ def peak_vram_mb() -> float:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return 0.0
     return max(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count())) / MB
+
+
+def nvml_energy_reader(dev: torch.device) -> Callable[[], float] | None:
+    """A function returning the total energy (mJ) NVML has counted on `dev`'s GPU since the driver loaded,
+    or None where there is none to read: not CUDA, no NVML bindings (nvidia-ml-py), or a GPU older than
+    Volta. The GPU is found by its UUID, which CUDA_VISIBLE_DEVICES' renumbering (Ray sets it) leaves alone."""
+    if dev.type != "cuda":
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        uuid = str(torch.cuda.get_device_properties(dev).uuid)
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # raises where the GPU has no counter
+    except Exception:  # ImportError, or NVMLError of any kind: energy is then simply not reported
+        return None
+    return lambda: float(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+
+
+class EnergyMeter:
+    """GPU energy summed over chosen windows (a run's training steps), from a cumulative counter in mJ.
+
+    `joules` is None when the counter cannot be read (see `nvml_energy_reader`). Two workers sharing one
+    GPU would each count all of its energy; the platform gives every worker a GPU of its own.
+    """
+
+    def __init__(self, dev: torch.device, read: Callable[[], float] | None = None) -> None:
+        self.dev = dev
+        self.read = read if read is not None else nvml_energy_reader(dev)
+        self.joules: float | None = None if self.read is None else 0.0
+
+    @contextlib.contextmanager
+    def window(self) -> Iterator[None]:
+        if self.read is None:
+            yield
+            return
+        start = self.read()
+        yield
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)  # the window's kernels have run before the counter is read
+        self.joules += (self.read() - start) / 1000.0
 
 
 def safetensors_bytes(model_dir: str | Path) -> int:

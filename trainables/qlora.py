@@ -76,7 +76,7 @@ from trainables.models import (
     target_module_names,
     window_positions,
 )
-from trainables.results import artifact_dir, contract_metrics, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.training import (
     OptimConfig,
     Stepper,
@@ -444,6 +444,7 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         "val_wer": v["wer"], "val_cer": v["cer"],
         **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
                            size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts),
+        **energy_metrics(stepper),
         "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
     }
     ranks = s.ranks

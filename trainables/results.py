@@ -12,7 +12,7 @@ from typing import Any
 from trainables import METHODS, progress
 from trainables.config import redact, to_dict
 from trainables.metrics import MB, peak_host_mem_mb, peak_vram_mb
-from trainables.training import in_ray_train, reduce_max, world
+from trainables.training import Stepper, all_gather_objects, in_ray_train, reduce_max, world
 
 
 def contract_metrics(final: Mapping[str, Any], *, samples_per_s: float, size_bytes: float, original_bytes: float,
@@ -31,6 +31,18 @@ def contract_metrics(final: Mapping[str, Any], *, samples_per_s: float, size_byt
         "latency_ms_per_utt": final["latency_ms_per_utt"], "rtf": final["rtf"],
         **{k: float(v) for k, v in counts.items()},
     }
+
+
+def energy_metrics(*steppers: Stepper | None) -> dict[str, float]:
+    """`energy_j` (GPU energy over the training steps, summed over the run's steppers and over workers) and
+    `energy_j_per_step`; nothing where a worker could not measure it (CPU, no NVML). Every worker must call it."""
+    used = [s for s in steppers if s is not None]
+    mine = [s.energy_j for s in used]
+    joules = all_gather_objects(None if not used or None in mine else sum(mine))
+    if None in joules:
+        return {}
+    steps = sum(s.steps_done for s in used)
+    return {"energy_j": sum(joules), **({"energy_j_per_step": sum(joules) / steps} if steps else {})}
 
 
 def artifact_dir() -> Path:

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from trainables import progress
 from trainables.config import ConfigError, require
+from trainables.metrics import EnergyMeter
 
 
 @dataclass
@@ -189,6 +190,7 @@ class Stepper:
         self.schedule = warmup_cosine(self.optimizer, cfg.warmup_steps, cfg.max_steps)
         self.scaler = grad_scaler(cfg, dev)
         self.timer = Throughput()
+        self.energy = EnergyMeter(dev)
         self.dev = dev
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.ddp = model if isinstance(model, torch.nn.parallel.DistributedDataParallel) else None
@@ -202,7 +204,7 @@ class Stepper:
         cfg, n = self.cfg, self.cfg.grad_accum
         total = 0.0
         parts: dict[str, list[float]] = {}
-        with self.timer.step(cfg.batch_size * n * self.world_size):
+        with self.timer.step(cfg.batch_size * n * self.world_size), self.energy.window():
             for micro in range(n):
                 # DDP all-reduces gradients in every backward; only the last micro-batch's needs it.
                 last = micro == n - 1
@@ -233,7 +235,7 @@ class Stepper:
     def state_dict(self) -> dict[str, Any]:
         """Optimiser, schedule and loss-scaler state and the step count (what a resumed run continues from)."""
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(), "steps_done": self.steps_done}
+                "scaler": self.scaler.state_dict(), "steps_done": self.steps_done, "energy_j": self.energy.joules}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -241,6 +243,13 @@ class Stepper:
         if state["scaler"]:  # empty when the saving run had no fp16 loss scaling
             self.scaler.load_state_dict(state["scaler"])
         self.steps_done = int(state["steps_done"])
+        if self.energy.joules is not None and state.get("energy_j") is not None:
+            self.energy.joules = float(state["energy_j"])  # the earlier attempts' steps count too
+
+    @property
+    def energy_j(self) -> float | None:
+        """GPU energy over this worker's training steps (None where it cannot be measured: CPU, no NVML)."""
+        return self.energy.joules
 
     @property
     def samples_per_s(self) -> float:

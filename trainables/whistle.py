@@ -58,7 +58,7 @@ from trainables.inference import ArtifactError, Recogniser, Trial
 from trainables.launch import entry_points
 from trainables.metrics import MB, deployed_size_bytes, param_counts
 from trainables.models import LoraConfig, PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, write_artifacts
+from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.speech_encoders import encoder_states, load_speech_encoder
 from trainables.training import OptimConfig, Stepper, device, seed_everything, world
 
@@ -597,6 +597,7 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         "source_wer": source["wer"], "source_cer": source["cer"],
         **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
                            size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts),
+        **energy_metrics(stepper),
         **{k: float(s.tle_record.get(k, nan)) for k in ("mse", "kl", "kl_active_dims", "length_rel_error")},
         "tle_params": float(tle_params), "tle_size_mb": 4 * tle_params / MB,
         "target_sentences": float(len(s.target_texts)), "encoder_window_s": s.window_s,

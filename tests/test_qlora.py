@@ -219,3 +219,19 @@ def test_adapted_nf4_size_counts_each_quantised_weight_once(tiny_en_dir: Path) -
     adapter_bytes = 4 * lora_param_count(model, names, 4)  # fp32 A and B
     assert adapted["quantised"] == base["quantised"]
     assert adapted["total"] == base["total"] + adapter_bytes
+
+
+def test_a_repeated_library_warning_reaches_the_console_once(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from trainables.models import warn_once
+
+    log = logging.getLogger("test.repeats")
+    warn_once(log)
+    warn_once(log)  # idempotent: one filter, not two
+    with caplog.at_level(logging.WARNING, logger="test.repeats"):
+        for _ in range(5):
+            log.warning("inputs will be cast from %s to float16", "torch.float32")
+        log.warning("another message")
+    assert [r.getMessage() for r in caplog.records] == ["inputs will be cast from torch.float32 to float16",
+                                                        "another message"]

@@ -8,6 +8,7 @@ through transformers' bitsandbytes integration; adapters come from peft with B i
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -176,6 +177,28 @@ def resolve_compute_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+class _OncePerMessage(logging.Filter):
+    """Lets each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg) % record.args if record.args else str(record.msg)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def warn_once(logger: logging.Logger) -> None:
+    """Make `logger` say each message once per process (bitsandbytes repeats one warning per forward pass:
+    over 1,300 console lines in a 40-step int8 trial)."""
+    if not any(isinstance(f, _OncePerMessage) for f in logger.filters):
+        logger.addFilter(_OncePerMessage())
+
+
 def load_base_model(source: str, family: Family, precision: PrecisionConfig, device: torch.device) -> torch.nn.Module:
     """Load the pretrained model with its base weights at the requested precision, frozen."""
     from transformers import AutoModelForCausalLM, AutoModelForCTC, BitsAndBytesConfig, WhisperForConditionalGeneration
@@ -193,6 +216,7 @@ def load_base_model(source: str, family: Family, precision: PrecisionConfig, dev
         )
         kwargs["dtype"] = compute
     elif precision.bits == 8:
+        warn_once(logging.getLogger("bitsandbytes.autograd._functions"))  # it warns on every int8 matmul
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=HEADS[family])
         kwargs["dtype"] = torch.float16 if device.type == "cuda" else torch.float32
     elif precision.bits == 16:

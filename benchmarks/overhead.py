@@ -309,9 +309,9 @@ def one_trial_file(spec: dict[str, Any], folder: Path) -> Path:
     return path
 
 
-def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, Any]:
-    """(c): the one-trial sweep as a subprocess; its console lines timestamped as they arrive, then its MLflow runs."""
-    path = one_trial_file(spec, work / "sweep")
+def sweep_command(spec: dict[str, Any], path: Path, work: Path, progress_s: float) -> tuple[list[str], dict[str, str], str]:
+    """The command line, environment and tracking URI of `python -m platform.sweep` on the sweep file `path`, with
+    `spec`'s preset and overrides, its own MLflow store and --storage in `work`, and a private Ray."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "platform.sweep", str(path), "--preset", spec["preset"], "--tracking-uri", uri,
            "--storage", str(work / "sweep-results")]
@@ -320,16 +320,29 @@ def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, 
     # RAY_ADDRESS=local: the sweep starts a private Ray, not joining a cluster another job on this machine runs.
     env = {**os.environ, "RAY_ADDRESS": "local", "SPEECH_SWEEPS_PROGRESS_S": str(progress_s), "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    return cmd, env, uri
+
+
+def run_console(cmd: list[str], env: dict[str, str], stderr_path: Path) -> tuple[list[tuple[float, str]], int, float, float]:
+    """Run `cmd` from the repository root: its stdout lines, each with the time it arrived; its exit status; the
+    times it started and ended. Its stderr goes to `stderr_path`."""
     lines: list[tuple[float, str]] = []
-    stderr = open(work / "sweep.stderr", "w")  # noqa: SIM115 - closed below
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append((time.time(), line.rstrip("\n")))
-    rc = proc.wait()
-    t1 = time.time()
-    stderr.close()
+    with open(stderr_path, "w") as stderr:
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append((time.time(), line.rstrip("\n")))
+        rc = proc.wait()
+        t1 = time.time()
+    return lines, rc, t0, t1
+
+
+def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, Any]:
+    """(c): the one-trial sweep as a subprocess; its console lines timestamped as they arrive, then its MLflow runs."""
+    path = one_trial_file(spec, work / "sweep")
+    cmd, env, uri = sweep_command(spec, path, work, progress_s)
+    lines, rc, t0, t1 = run_console(cmd, env, work / "sweep.stderr")
     if rc != 0:
         tail = "\n".join(x for _, x in lines[-40:])
         raise SystemExit(f"(c) the sweep failed (exit {rc}):\n{tail}\n{(work / 'sweep.stderr').read_text()[-3000:]}")

@@ -1,4 +1,4 @@
-"""The overhead and Seq2SeqTrainer benchmarks run end to end on a tiny configuration and print well-formed
+"""The overhead, Seq2SeqTrainer and sweep-cost benchmarks run end to end on a tiny configuration and print well-formed
 fields. Speed itself is the benchmarks' business, not the tests': no number is compared with a bound here."""
 
 from __future__ import annotations
@@ -76,3 +76,33 @@ def test_vs_hf_trainer_prints_both_throughputs_ratio_and_wers(tiny_whisper_dir: 
     # Same adapters on both sides: the same number of trainable parameters.
     assert result["project"]["trainable_params"] == result["hf"]["trainable_params"]
     assert result["ratio_samples_per_s"] == pytest.approx(result["project"]["samples_per_s"] / result["hf"]["samples_per_s"])
+
+
+@pytest.mark.integration  # starts Ray twice: a one-trial and a two-trial sweep
+def test_sweep_cost_prints_table_fit_and_writes_plot(tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    plot = tmp_path / "cost.png"
+    stdout, result = run_benchmark("sweep_cost.py", "--trials", "1,2", "--concurrency", "1", "--steps", "2",
+                                   "--model", str(tiny_whisper_dir), "--plot", str(plot), "--progress-s", "1")
+    assert re.search(r"^\s+N\s+C\s+wall s\s+s/trial\s+trial_wall_s\s+first step s\s+exit\s+speedup$", stdout, re.M)
+    for n in (1, 2):
+        row = re.search(rf"^\s+{n}\s+1\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+(\S+)\s+0\s+-$", stdout, re.M)
+        assert row, f"no row for N={n}:\n{stdout[-2000:]}"
+        assert finite_positive(float(row.group(1))) and float(row.group(2)) == pytest.approx(float(row.group(1)) / n, abs=0.11)
+    assert "fit C=1: wall = fixed + N x per_trial over 2 runs" in stdout
+    printed(stdout, "fixed_s")  # may be negative on busy cores: the fit's intercept, not a measured time
+    assert finite_positive(printed(stdout, "per_trial_s"))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in stdout
+    runs = result["runs"]
+    assert [(r["n"], r["c"], r["rc"]) for r in runs] == [(1, 1, 0), (2, 1, 0)]
+    for r in runs:
+        assert r["trials_finished"] == r["n"] and len(r["trial_wall_s"]) == r["n"], r
+        assert all(finite_positive(w) and w < r["wall_s"] for w in r["trial_wall_s"]), r
+        assert 0 < r["first_trial_start_s"] < r["wall_s"], r
+        # The console shows a trained step only if a refresh (every 1 s) falls between step 1 and the result.
+        assert r["first_step_s"] is None or r["first_trial_start_s"] < r["first_step_s"] < r["wall_s"], r
+    fit = result["fits"]["1"]
+    assert fit["points"] == 2
+    # Two points: the line goes through both.
+    assert fit["fixed_s"] + fit["per_trial_s"] == pytest.approx(runs[0]["wall_s"])
+    assert fit["fixed_s"] + 2 * fit["per_trial_s"] == pytest.approx(runs[1]["wall_s"])
+    assert result["spec"]["baseline"] is False and result["steps"] == 2 and result["speedups"] == []

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from platform import progress, tracking
+from platform import baselines, progress, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
 from trainables.config import ConfigError, redact
@@ -132,6 +132,26 @@ def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, floa
     return tracking.numeric_metrics(result.metrics)
 
 
+def sweep_baseline(sweep: ResolvedSweep, train_storage: str, board: Any, c: Any, parent: str, *,
+                   fresh: bool) -> dict[str, float]:
+    """The untuned model's metrics: read from the on-disk cache when this machine has measured the same baseline
+    before (platform/baselines.py), else measured (`measure_baseline`) and cached. A cached one is said on the
+    console and tagged on the parent run (`baseline_cache`, `baseline_cached_at`)."""
+
+    def measure() -> dict[str, float]:
+        print("measuring the untuned model once (baseline) ...", flush=True)
+        with progress.board_bar(board, "baseline", "baseline"):
+            return measure_baseline(sweep, train_storage)
+
+    result = baselines.cached_or_measured(baselines.sweep_inputs(sweep), measure, fresh=fresh)
+    if result.cached:
+        print(f"the untuned model (baseline): cached {result.measured_at}, not measured again ({result.path}; "
+              f"--fresh-baseline measures it again)", flush=True)
+        c.set_tag(parent, "baseline_cache", str(result.path))
+        c.set_tag(parent, "baseline_cached_at", result.measured_at)
+    return result.metrics
+
+
 def report_tags(sweep: ResolvedSweep) -> dict[str, str]:
     """What `platform.report` needs to rebuild the report from MLflow alone, as parent-run tags."""
     seed_key = sweep.ablation.seed_key if sweep.ablation else None
@@ -152,7 +172,7 @@ def latest_run_dir(state_root: Path) -> Path | None:
 
 
 def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
-              storage: str | None, resume: bool, started: float) -> int:
+              storage: str | None, resume: bool, started: float, fresh_baseline: bool = False) -> int:
     from ray import tune
 
     from platform import report
@@ -200,10 +220,8 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     board = progress.start_board()
     c = tracking.client(uri)
     if sweep.baseline and "baseline" not in state:
-        print("measuring the untuned model once (baseline) ...", flush=True)
         try:
-            with progress.board_bar(board, "baseline", "baseline"):
-                state["baseline"] = measure_baseline(sweep, train_storage)
+            state["baseline"] = sweep_baseline(sweep, train_storage, board, c, parent, fresh=fresh_baseline)
         except Exception as exc:  # the sweep goes on without its reference line
             state["baseline"] = {}
             c.set_tag(parent, "baseline_error", str(exc).splitlines()[0][:5000])

@@ -2,7 +2,8 @@
 
 Reads and validates search_spaces/NAME.yaml, picks a preset, and runs Ray Tune with an Optuna
 searcher over Ray Train trials; every trial is recorded in MLflow, the untuned model is measured
-once, and a summary table and plot are written at the end. --resume continues an interrupted sweep.
+once per machine (then cached; --fresh-baseline measures it again), and a summary table and plot are
+written at the end. --resume continues an interrupted sweep.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--storage", help="where Ray Tune keeps results and the Optuna study (default: ./ray_results; s3://... on a cluster)")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
+    p.add_argument("--fresh-baseline", action="store_true",
+                   help="measure the untuned model again, even where this machine has it cached, and cache the new one")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan without starting Ray")
     return p.parse_args(argv)
 
@@ -75,7 +78,9 @@ def checkpoint_every(sweep: ResolvedSweep) -> str:
     return str(value)
 
 
-def plan_text(sweep: ResolvedSweep, why: str) -> str:
+def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> str:
+    from platform.baselines import plan_line
+
     objectives, modes = sweep.objectives
     lines = [
         f"sweep     {sweep.name}  ({spaces._relative(sweep.path)})",
@@ -92,7 +97,7 @@ def plan_text(sweep: ResolvedSweep, why: str) -> str:
         f"trials    {sweep.num_samples}, {sweep.max_concurrent_trials} at a time",
         f"resources {sweep.resources.num_workers} Ray Train worker(s) x {sweep.resources.cpus_per_worker:g} CPU"
         f" + {sweep.resources.gpus_per_worker:g} GPU",
-        f"baseline  {'the untuned model, measured once' if sweep.baseline else 'none'}",
+        f"baseline  {plan_line(sweep, fresh_baseline) if sweep.baseline else 'none'}",
         *([f"ablation  {sweep.ablation.factor} against {sweep.ablation.baseline!r}, {sweep.ablation.repeats} seeds per level"]
           if sweep.ablation else []),
         "space:",
@@ -172,7 +177,7 @@ def _main(argv: list[str] | None = None) -> int:
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(plan_text(sweep, why), flush=True)
+    print(plan_text(sweep, why, args.fresh_baseline), flush=True)
     for warning in data_warnings:
         print(warning, file=sys.stderr, flush=True)
     if args.dry_run:
@@ -183,7 +188,7 @@ def _main(argv: list[str] | None = None) -> int:
     from platform.runner import run_sweep
 
     return run_sweep(sweep, overrides=sweep.overrides, why=why, tracking_uri=uri, storage=args.storage,
-                     resume=args.resume, started=time.time())
+                     resume=args.resume, started=time.time(), fresh_baseline=args.fresh_baseline)
 
 
 if __name__ == "__main__":

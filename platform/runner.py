@@ -43,7 +43,7 @@ def make_sampler(sweep: ResolvedSweep) -> Any:
     if s.type == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.type == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed)
+        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
 
 
@@ -293,14 +293,16 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
 
 def log_sweep_cost(c: Any, uri: str, parent: str, started: float) -> None:
     """The sweep's totals on its parent run: wall time (this driver's, since the command started), the trials'
-    summed wall time and GPU-hours."""
+    summed wall time and GPU-hours, and their GPU energy where it was measured."""
     from platform.report import trial_rows
 
     rows = trial_rows(uri, parent)
+    metered = [r for r in rows if r.get("energy_j") is not None]
     tracking.log_metrics(c, parent, {
         "sweep_wall_s": time.time() - started,
         "sweep_trial_s": sum(r.get("trial_wall_s") or 0.0 for r in rows),
         "sweep_gpu_hours": sum(r.get("gpu_hours") or 0.0 for r in rows),
+        **({"sweep_energy_j": sum(r["energy_j"] for r in metered)} if metered else {}),
     }, 0)
 
 

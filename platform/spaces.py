@@ -102,9 +102,13 @@ class SearcherSpec:
     """Multi-objective: the metrics to optimise together (with `modes`); default: the sweep's metric."""
     modes: list[Literal["min", "max"]] | None = None
     """Multi-objective: min or max for each metric."""
+    population_size: int = 50
+    """NSGA-II: trials per generation. The first generation is sampled at random, so a sweep of fewer than
+    two generations' trials is a random search (Optuna's default is 50)."""
 
     def check(self) -> None:
         require(self.n_startup_trials >= 0, "n_startup_trials", "must be >= 0")
+        require(self.population_size >= 2, "population_size", "must be at least 2")
         if self.metrics is not None or self.modes is not None:
             require(bool(self.metrics), "metrics", "multi-objective search needs a non-empty list of metrics")
             require(self.modes is not None and len(self.modes) == len(self.metrics), "modes",

@@ -78,6 +78,17 @@ def checkpoint_every(sweep: ResolvedSweep) -> str:
     return str(value)
 
 
+def generations(sweep: ResolvedSweep) -> str:
+    """NSGA-II's generations in this sweep: its first is random, so one generation is a random search."""
+    if sweep.searcher.type != "nsga2":
+        return ""
+    population = sweep.searcher.population_size
+    n = -(-sweep.num_samples // population)
+    if n < 2:
+        return f", population {population}: 1 generation, sampled at random (a random search)"
+    return f", population {population}: {n} generations, the first at random"
+
+
 def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> str:
     from platform.baselines import plan_line
 
@@ -87,7 +98,7 @@ def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> s
         f"method    {sweep.method}",
         f"preset    {sweep.preset}  ({why})",
         f"objective {', '.join(f'{m} ({d})' for m, d in zip(objectives, modes, strict=True))}",
-        f"searcher  optuna {sweep.searcher.type} (seed {sweep.searcher.seed})",
+        f"searcher  optuna {sweep.searcher.type} (seed {sweep.searcher.seed})" + generations(sweep),
         f"scheduler {sweep.scheduler.type}" + (f" on {sweep.scheduler.metric} (grace {sweep.scheduler.grace_period} steps, "
                                                f"reduction {sweep.scheduler.reduction_factor:g})"
                                                if sweep.scheduler.type != "none" else ""),

@@ -102,6 +102,8 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
      ["presets.local.failure.retries:"]),
     ("checkpoint-every-negative", BASE.replace("model: whisper-tiny.en", "model: whisper-tiny.en\n  optim: {checkpoint_every: -1}"),
      ["config.optim.checkpoint_every:", ">= 0"]),
+    ("nsga2-population-one", BASE + "searcher: {type: nsga2, metrics: [wer, model_size_mb], modes: [min, min], "
+     "population_size: 1}\n", ["searcher.population_size:", "at least 2"]),
     ("workers-zero", BASE + "resources: {num_workers: 0}\n", ["resources.num_workers:", "at least 1"]),
     ("cpus-zero", BASE + "resources: {cpus_per_worker: 0}\n", ["resources.cpus_per_worker:"]),
     ("baseline-not-bool", BASE + "baseline: yes please\n", ["baseline:", "true or false"]),
@@ -391,3 +393,10 @@ def test_yaml_strings_that_look_like_bools_nulls_or_numbers(tmp_path: Path) -> N
     for text in ("~", "null"):
         got = flatten(spaces.resolve(path, "local", sweep.parse_sets([f"data.hub_config={text}"])).config)
         assert got["data.hub_config"] is None  # an optional field: null means none
+
+
+def test_the_plan_says_how_many_nsga2_generations_the_trials_make(capsys: pytest.CaptureFixture[str]) -> None:
+    assert sweep.main(["qlora_pareto", "--dry-run"]) == 0  # local: 8 trials, population 4
+    assert "searcher  optuna nsga2 (seed 0), population 4: 2 generations, the first at random" in capsys.readouterr().out
+    assert sweep.main(["qlora_pareto", "--dry-run", "--num-samples", "3"]) == 0
+    assert "population 4: 1 generation, sampled at random (a random search)" in capsys.readouterr().out

@@ -1,14 +1,15 @@
 """What the platform costs on top of the training itself: one trial's config run three ways, timed from outside.
 
     .venv/bin/python benchmarks/overhead.py [--sweep qlora_rank] [--preset local] [--value KEY=VALUE]
-                                            [--steps N] [--no-baseline] [--skip-trainer] [--skip-sweep] [--json PATH]
+                                            [--steps N] [--no-baseline] [--fresh-baseline] [--skip-trainer] [--skip-sweep] [--json PATH]
     .venv/bin/python benchmarks/overhead.py --tiny        # a random 2+2-layer Whisper, 3 steps (what the test runs)
 
 (a) bare:    the method's `setup` -> `train` -> `finish` in one fresh Python process (no Ray, no MLflow);
 (b) trainer: the same config through one Ray Train `TorchTrainer` (`trainables.launch.torch_trainer`), in a fresh
              process that starts a local Ray (as the sweep does) with the preset's resources;
 (c) sweep:   `python -m platform.sweep` on a copy of the sweep file whose space is cut to that one trial (Tune +
-             Train + MLflow, with the sweep's untuned-model baseline unless --no-baseline), with its own MLflow
+             Train + MLflow, with the sweep's untuned-model baseline unless --no-baseline, read from the machine's
+             baseline cache when an identical one was measured before unless --fresh-baseline), with its own MLflow
              store and --storage in a temporary folder.
 
 Each runs in its own process, one after the other, so every wall time includes Python start-up and imports.
@@ -116,6 +117,7 @@ def trial_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "sweep": sweep.name, "sweep_path": str(path), "preset": sweep.preset, "method": sweep.method,
         "sampled": sampled, "overrides": overrides, "config": sweep.trial_config(sampled),
         "baseline": bool(sweep.baseline and not args.no_baseline),
+        "fresh_baseline": bool(args.fresh_baseline),
         "resources": {"num_workers": r.num_workers, "use_gpu": r.gpus_per_worker > 0, "cpus_per_worker": r.cpus_per_worker,
                       "gpus_per_worker": r.gpus_per_worker or 1.0},
     }
@@ -317,6 +319,8 @@ def sweep_command(spec: dict[str, Any], path: Path, work: Path, progress_s: floa
            "--storage", str(work / "sweep-results")]
     for key, value in spec["overrides"].items():
         cmd += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    if spec.get("fresh_baseline"):
+        cmd.append("--fresh-baseline")
     # RAY_ADDRESS=local: the sweep starts a private Ray, not joining a cluster another job on this machine runs.
     env = {**os.environ, "RAY_ADDRESS": "local", "SPEECH_SWEEPS_PROGRESS_S": str(progress_s), "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -373,6 +377,7 @@ def run_sweep(spec: dict[str, Any], work: Path, progress_s: float) -> dict[str, 
             current = name
     out = {"t0": t0, "t1": t1, "wall_s": t1 - t0, "lines": len(lines), "progress_s": progress_s,
            "first_line": first(lambda x: True), "baseline_line": first(lambda x: x.startswith("measuring the untuned")),
+           "baseline_cached": first(lambda x: x.startswith("the untuned model (baseline): cached")) is not None,
            "steps": {str(k): v for k, v in steps.items()}, "max_steps": max_steps, "tasks": tasks}
     out.update(mlflow_times(uri, spec["sweep"]))
     out["console"] = [(round(t - t0, 2), x) for t, x in lines]
@@ -504,12 +509,21 @@ def fmt(x: float | None, spec: str = "7.1f") -> str:
     return " " * (int(spec.split(".")[0]) - 1) + "-" if x is None else format(x, spec)
 
 
+def baseline_use(spec: dict[str, Any], c: dict[str, Any] | None) -> str:
+    """Whether (c) measured the untuned-model baseline, read it from the machine's cache, or left it out."""
+    if not spec["baseline"]:
+        return "no"
+    if c is None:
+        return "yes"
+    return "read from the baseline cache (measured by an earlier run)" if c.get("baseline_cached") else "measured"
+
+
 def report(spec: dict[str, Any], results: dict[str, dict[str, Any]], phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Print the walls, ratios, phase table and details; return the RESULT object."""
     a = results["a"]["wall_s"]
     print(f"\ntrial: sweep {spec['sweep']}, preset {spec['preset']}, method {spec['method']}, "
           f"{json.dumps(spec['sampled'])}, {spec['config'].get('optim', {}).get('max_steps')} steps; "
-          f"baseline in (c): {'yes' if spec['baseline'] else 'no'}")
+          f"baseline in (c): {baseline_use(spec, results.get('c'))}")
     names = {"a": "(a) bare loop", "b": "(b) Ray Train TorchTrainer", "c": "(c) one-trial sweep"}
     ratios = {}
     for key, label in names.items():
@@ -554,6 +568,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help="model asset or folder (with --tiny: instead of a freshly built random one)")
     p.add_argument("--tiny", action="store_true", help="a random 2+2-layer Whisper, espeak-smoke, 3 steps of 2")
     p.add_argument("--no-baseline", action="store_true", help="(c) without the untuned-model baseline")
+    p.add_argument("--fresh-baseline", action="store_true",
+                   help="(c) measures the baseline even when the machine's baseline cache has it")
     p.add_argument("--skip-trainer", action="store_true", help="do not run (b)")
     p.add_argument("--skip-sweep", action="store_true", help="do not run (c)")
     p.add_argument("--progress-s", type=float, default=1.0, help="(c)'s console refresh, i.e. its step-time resolution")

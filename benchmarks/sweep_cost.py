@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec_args = argparse.Namespace(sweep=args.sweep, preset=args.preset, value=args.value, set=args.set,
                                        steps=args.steps, model=args.model, tiny=not args.real,
-                                       no_baseline=not args.baseline)
+                                       no_baseline=not args.baseline, fresh_baseline=False)
         spec = trial_spec(spec_args, work)
         steps = spec["config"].get("optim", {}).get("max_steps")
         model = "the preset's model" if args.real else (args.model or "a random 2+2-layer Whisper")

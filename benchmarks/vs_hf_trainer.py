@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tiny and args.steps is None:
             args.steps = TINY_STEPS
         shared = argparse.Namespace(sweep=args.sweep, preset=args.preset, value=args.value, steps=args.steps,
-                                    model=args.model, tiny=args.tiny, no_baseline=True,
+                                    model=args.model, tiny=args.tiny, no_baseline=True, fresh_baseline=False,
                                     set=[*args.set, "spec_augment.enabled=false"])
         spec = trial_spec(shared, work)
         if spec["method"] != "qlora":

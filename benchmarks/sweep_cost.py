@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,7 @@ def plot(runs: list[dict[str, Any]], fits: dict[int, dict[str, Any]], path: Path
     ax.set_ylabel("sweep wall time (s)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)  # the run description is long: wrap it
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

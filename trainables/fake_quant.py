@@ -72,18 +72,27 @@ class RowQuantised(torch.nn.Module):
         self.bits = bits
         self.out_features = weight.shape[0]
         init = weight.detach().abs().amax(dim=1).clamp_min(1e-8) / self.qmax
-        self.scale = torch.nn.Parameter(init.clone(), requires_grad=learn_scale)
+        # The scale is learned as its logarithm, so an optimiser step moves it by a fraction of itself. Learned
+        # directly, Adam's steps (about lr in size, whatever the gradient) were 45% of a typical 8-bit scale at
+        # lr 3e-4 on whisper-base's decoder (absmax / 127 ~ 7e-4) against 2.5% at 4 bits and 0.4% at 2 bits,
+        # which left 8-bit students worse than 4-bit ones.
+        self.log_scale = torch.nn.Parameter(init.log(), requires_grad=learn_scale)
         self._frozen: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The per-row step size s (what the export stores and the quantised weight is a multiple of)."""
+        return self.log_scale.exp()
 
     @property
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
     def quantised_weight(self) -> torch.Tensor:
-        if torch.is_grad_enabled() and (self.weight.requires_grad or self.scale.requires_grad):
+        if torch.is_grad_enabled() and (self.weight.requires_grad or self.log_scale.requires_grad):
             self._frozen = None
             return fake_quant(self.weight, self.scale, self.qmax)
-        key = (self.weight._version, self.scale._version, self.weight.data_ptr(), self.weight.dtype)
+        key = (self.weight._version, self.log_scale._version, self.weight.data_ptr(), self.weight.dtype)
         if self._frozen is None or self._frozen[0] != key:
             with torch.no_grad():
                 self._frozen = (key, fake_quant(self.weight, self.scale, self.qmax))
@@ -192,7 +201,7 @@ def export_quantised(model: torch.nn.Module, path: Path) -> dict[str, int]:
     meta: dict[str, str] = {}
     parts = {"packed": 0, "scales": 0, "fp16": 0}
     quantised = {n: m for n, m in model.named_modules() if isinstance(m, RowQuantised)}
-    skip = {f"{n}.{p}" for n in quantised for p in ("weight", "scale")}
+    skip = {f"{n}.{p}" for n in quantised for p in ("weight", "log_scale")}
     seen: set[int] = set()
     owner = {id(m): n for n, m in quantised.items()}
     for head_name, head in model.named_modules():

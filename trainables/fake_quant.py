@@ -72,10 +72,9 @@ class RowQuantised(torch.nn.Module):
         self.bits = bits
         self.out_features = weight.shape[0]
         init = weight.detach().abs().amax(dim=1).clamp_min(1e-8) / self.qmax
-        # The scale is learned as its logarithm, so an optimiser step moves it by a fraction of itself. Learned
-        # directly, Adam's steps (about lr in size, whatever the gradient) were 45% of a typical 8-bit scale at
-        # lr 3e-4 on whisper-base's decoder (absmax / 127 ~ 7e-4) against 2.5% at 4 bits and 0.4% at 2 bits,
-        # which left 8-bit students worse than 4-bit ones.
+        # The scale is learned as its logarithm, so an optimiser step moves it by a fraction of itself at every
+        # bit width. Learned directly, Adam's steps (about lr in size, whatever the gradient) were 45% of a typical
+        # 8-bit scale at lr 3e-4 on whisper-base's decoder (absmax / 127 ~ 7e-4), 2.5% at 4 bits, 0.4% at 2 bits.
         self.log_scale = torch.nn.Parameter(init.log(), requires_grad=learn_scale)
         self._frozen: tuple[tuple, torch.Tensor] | None = None
 

@@ -55,6 +55,8 @@ def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if isinstance(value, float):
+        if 0 < abs(value) < 1e-3:
+            return f"{value:.3g}"  # a learning rate of 2e-5 is not 0.0000
         return f"{value:.4f}" if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
 
@@ -154,6 +156,9 @@ def write_summary(uri: str, parent_run_id: str, name: str, keys: list[str], base
             c.log_artifact(parent_run_id, str(png))
     return text
 
+
+MIN_IMPORTANCE_TRIALS = 4
+"""Fewer completed trials than this rank parameters by noise (two trials gave lr 0.97, rank 0.03)."""
 
 COST_METRICS = ["cer", "model_size_mb", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s"]
 
@@ -410,6 +415,9 @@ def importance_section(rows: list[dict[str, Any]], space: dict[str, Any], metric
         if stats.is_completed(r) and r.get(metric) is not None and set(dists) <= set(r["searched"]):
             study.add_trial(optuna.trial.create_trial(
                 params={k: r["searched"][k] for k in dists}, distributions=dists, value=float(r[metric])))
+    if len(study.trials) < MIN_IMPORTANCE_TRIALS:
+        return (f"## Parameter importances\n\nToo few completed trials ({len(study.trials)}) to rank the parameters: "
+                f"at least {MIN_IMPORTANCE_TRIALS} are needed.")
     importances = stats.param_importances(study)
     if not importances:
         return "## Parameter importances\n\nToo few completed trials."

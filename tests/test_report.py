@@ -133,3 +133,10 @@ def test_the_cost_line_sums_wall_gpu_hours_and_energy_where_measured() -> None:
     cpu = [{"trial_wall_s": 30.0, "gpu_hours": 0.0}]
     assert cost_line(cpu) == "Cost: 1 trial, 0.5 trial-minutes in all (mean 0.5 min), 0.00 GPU-hours."
     assert cost_line([{"wer": 0.1}]) == "Cost: not recorded."
+
+
+def test_small_values_keep_their_digits_in_the_tables() -> None:
+    from platform.report import _fmt
+
+    assert _fmt(2.28e-05) == "2.28e-05" and _fmt(0.00081) == "0.00081"
+    assert _fmt(0.0508) == "0.0508" and _fmt(0.0) == "0.0000" and _fmt(2440.4) == "2,440.4"

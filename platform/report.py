@@ -112,7 +112,8 @@ def plot(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path:
         xs = [x for x, _ in points]
         if min(xs) > 0 and max(xs) / min(xs) >= 16:
             ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
+        ax.set_xticks(sorted(set(xs)), [f"{x:.3g}" if isinstance(x, float) else str(x) for x in sorted(set(xs))],
+                      rotation=20 if any(isinstance(x, float) for x in xs) else 0)
     else:
         labels = sorted({str(x) for x, _ in points})
         ax.plot([labels.index(str(x)) for x, _ in points], [y for _, y in points], "o", label="adapted")

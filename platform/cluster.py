@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,35 @@ def check_storage(storage: str | None) -> str | None:
     return None
 
 
+class ClusterError(Exception):
+    """RAY_ADDRESS names a cluster the sweep cannot join; the message is one line naming the address."""
+
+
+def requested_address() -> str:
+    """The cluster RAY_ADDRESS asks for by address ('' when unset, empty, 'auto' or 'local')."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    return "" if address in ("", "auto", "local") else address
+
+
+def check_ray_address() -> str | None:
+    """Why the cluster RAY_ADDRESS names cannot be reached, or None. `ray.init` keeps retrying for minutes
+    where nothing listens; a TCP connect to the same port answers within seconds."""
+    address = requested_address()
+    if not address:
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return f"RAY_ADDRESS={address}: expected HOST:PORT (or ray://HOST:PORT, auto, or empty for a private Ray)"
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        return (f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                "(python -m platform.local_cluster, ray start --head, ray up cluster.yaml) or set RAY_ADDRESS= "
+                "for a private one")
+    return None
+
+
 def running_cluster() -> bool:
     """Whether a Ray cluster is there to join: RAY_ADDRESS, or else a cluster started on this machine
     (`ray start`, python -m platform.local_cluster). RAY_ADDRESS set but empty means: start a private one."""
@@ -45,7 +75,11 @@ def running_cluster() -> bool:
 
 
 def connect_ray() -> bool:
-    """Join a running cluster if there is one; returns whether it joined (else the caller starts one)."""
+    """Join a running cluster if there is one; returns whether it joined (else the caller starts one).
+
+    Raises ClusterError when RAY_ADDRESS names a cluster that refuses the sweep (a token-authenticated
+    cluster without its token, say): running privately instead would not be what was asked for. A cluster
+    found only through `ray start`'s address file may be long gone, so that failure starts a private one."""
     import ray
 
     if ray.is_initialized():
@@ -57,7 +91,15 @@ def connect_ray() -> bool:
     try:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env(str(ROOT)), log_to_driver=True)
         return True
-    except (ConnectionError, RuntimeError):
+    except (ConnectionError, RuntimeError) as exc:
+        if requested_address():
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            # Ray sends its auth token to an address given explicitly only when RAY_AUTH_MODE=token says so
+            hint = ("" if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else
+                    "; if it requires Ray's auth token, set RAY_AUTH_MODE=token (the token: ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN)")
+            raise ClusterError(f"RAY_ADDRESS={requested_address()}: cannot join the Ray cluster there "
+                               f"({type(exc).__name__}: {first}){hint}") from None
         return False
 
 

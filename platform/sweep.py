@@ -18,7 +18,15 @@ from typing import Any
 import yaml
 
 from platform import spaces
-from platform.cluster import ROOT, check_storage, cluster_gpus, connect_ray
+from platform.cluster import (
+    ROOT,
+    ClusterError,
+    check_ray_address,
+    check_storage,
+    cluster_gpus,
+    connect_ray,
+    requested_address,
+)
 from platform.spaces import ResolvedSweep, SpaceError
 from trainables.config import read_yaml, redact
 
@@ -132,9 +140,11 @@ def list_sweeps() -> str:
 
 
 def preflight(args: argparse.Namespace) -> str:
-    """The tracking store and the results folder, checked before Ray or any trial starts; the tracking URI.
+    """The tracking store, the results folder and a cluster named by RAY_ADDRESS, checked before Ray or any
+    trial starts; the tracking URI.
 
-    Raises SpaceError with one line naming what is wrong (an unreachable server fails within seconds)."""
+    Raises SpaceError or ClusterError with one line naming what is wrong (an unreachable server or cluster fails
+    within seconds)."""
     from platform import tracking
 
     uri = args.tracking_uri or tracking.default_tracking_uri(ROOT)
@@ -147,6 +157,11 @@ def preflight(args: argparse.Namespace) -> str:
     problem = check_storage(args.storage)
     if problem:
         raise SpaceError(f"--storage: {problem}" if args.storage else problem)
+    if not args.dry_run and requested_address():
+        problem = check_ray_address()
+        if problem:
+            raise SpaceError(problem)
+        connect_ray()  # joined now, so a cluster that refuses the sweep (ClusterError) stops it before the plan
     return uri
 
 
@@ -185,7 +200,7 @@ def _main(argv: list[str] | None = None) -> int:
         if args.max_concurrent:
             sweep.max_concurrent_trials = args.max_concurrent
         data_warnings = spaces.check_data(sweep)
-    except SpaceError as exc:
+    except (SpaceError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan_text(sweep, why, args.fresh_baseline), flush=True)

@@ -141,7 +141,8 @@ def test_head_runs_mlflow_on_loopback(config: dict[str, Any]) -> None:
 
 
 def test_project_synced_without_local_state(config: dict[str, Any]) -> None:
-    assert config["file_mounts"] == {"~/speech-sweeps": "."}
+    # the repository, and Ray's auth token (tests/test_security.py), nothing else of the local machine
+    assert config["file_mounts"] == {"~/speech-sweeps": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
     excluded = set(config["rsync_exclude"])
     assert {".venv", ".git", "mlflow.db", "ray_results", "mlruns"} <= excluded
     install = [cmd for cmd in config["setup_commands"] if RAY_PIN.search(cmd)]

@@ -49,6 +49,25 @@ def test_unreachable_tracking_server_fails_in_seconds_before_anything_starts(tmp
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
+def test_a_cluster_address_where_nothing_listens_fails_in_seconds(tmp_path: Path) -> None:
+    """ray.init keeps retrying such an address for minutes; the sweep says so in one line within seconds."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address, expected in ((f"127.0.0.1:{port}", "no Ray cluster answers there"), ("somewhere", "expected HOST:PORT")):
+        env = {**os.environ, "RAY_ADDRESS": address}
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "platform.sweep", "qlora_rank", "--storage", str(tmp_path / "r")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+        assert time.monotonic() - t0 < 15
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: RAY_ADDRESS={address}") and expected in lines[0], lines
+        assert out.stdout == ""
+
+
 def test_a_server_that_answers_passes_and_one_that_refuses_access_fails() -> None:
     import http.server
     import threading

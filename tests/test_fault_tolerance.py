@@ -203,6 +203,22 @@ def node_of(proc: psutil.Process, cluster: Any) -> Any:
     return None
 
 
+def test_the_cluster_requires_rays_token_and_a_sweep_without_it_stops_in_one_line(
+        cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
+    """platform.local_cluster's nodes run with Ray's token authentication. A sweep that joins by address without
+    RAY_AUTH_MODE=token is refused: one line naming the address and the fix, exit 2, and no private Ray run
+    instead of the cluster that was asked for."""
+    spec = write_sweep(tmp_path / "ft_auth.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1]}},
+                       10, 5, eval_every=5, num_samples=1)
+    env = {k: v for k, v in on_cluster(cluster).items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    out = subprocess.run(sweep_cmd(spec, tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: RAY_ADDRESS={cluster.address}: cannot join") and "RAY_AUTH_MODE=token" in last, last
+    assert out.stdout == ""  # refused before the plan
+    assert not (tmp_path / "results" / "ft_auth").exists()
+
+
 def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
         cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
     steps, every, eval_every = 20, 5, 10

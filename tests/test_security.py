@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import secrets
 import string
 import subprocess
@@ -64,6 +65,20 @@ def test_cluster_dashboard_and_mlflow_listen_on_loopback() -> None:
     commands = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in commands and "0.0.0.0" not in commands, commands
     assert "mlflow server --host 127.0.0.1" in commands, commands
+
+
+def test_cluster_nodes_start_with_token_authentication_and_nothing_turns_it_off() -> None:
+    """Every `ray start` in cluster.yaml runs with RAY_AUTH_MODE=token and every node gets the token;
+    no file of the project sets the mode to anything else."""
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key]
+              if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token ray start" in c for c in starts), starts
+    assert config["file_mounts"].get("~/.ray/auth_token") == "~/.ray/auth_token"
+    sources = [ROOT / "cluster.yaml", ROOT / "setup.sh", *_python_files()]
+    off = [str(p.relative_to(ROOT)) for p in sources
+           if re.search(r"RAY_AUTH_MODE\W{1,4}(disabled|off)", p.read_text(), re.IGNORECASE)]
+    assert not off, off
 
 
 def test_redaction(monkeypatch: pytest.MonkeyPatch) -> None:

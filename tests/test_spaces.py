@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from platform import cluster, sweep
+from platform import cluster, spaces, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,6 +278,19 @@ def test_dry_run_gpu_preset_offline(capsys: pytest.CaptureFixture[str]) -> None:
     line = one_error_line(capsys)
     assert "search_spaces/qlora_rank.yaml" in line and "config.model" in line, line
     assert "openai/whisper-small" in line and "'whisper-tiny.en'" in line, line
+
+
+@pytest.mark.parametrize("name", spaces.available())
+def test_every_shipped_preset_resolves_where_the_hub_is_reachable(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, a gpu preset stops at its first hub name; with the hub taken as reachable, every preset of
+    every shipped sweep must pass the whole validation (adaptor_phases' gpu preset once asked for a warm-up
+    longer than its levels' 60 steps)."""
+    import trainables.data
+
+    monkeypatch.setattr(trainables.data, "_offline_reason", lambda: None)
+    for preset in ("local", "gpu"):
+        resolved = spaces.resolve(spaces.find(name), preset)
+        assert resolved.num_samples >= 1 and resolved.preset == preset
 
 
 def test_real_entry_point(tmp_path: Path) -> None:

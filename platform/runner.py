@@ -326,10 +326,14 @@ PROGRESS_INTERVAL_S = float(os.environ.get("SPEECH_SWEEPS_PROGRESS_S", "30"))
 
 def name_objectives(db: Path, study_name: str, metrics: list[str]) -> None:
     """Name the study's objectives after the metrics (optuna-dashboard shows `wer`, not `Objective 0`)."""
+    import warnings
+
     import optuna
 
     try:
-        optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").set_metric_names(list(metrics))
+        with warnings.catch_warnings():  # "experimental since v3.2", printed at the end of every sweep
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").set_metric_names(list(metrics))
     except Exception:  # noqa: BLE001 - only the dashboard's labels are lost
         pass
 

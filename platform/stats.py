@@ -569,10 +569,12 @@ def plot_pareto(points: Sequence[Mapping[str, Any]], front: Sequence[Mapping[str
         ax.step(fx, fy, where="post" if modes[0] == "min" else "pre", color="tab:red", linewidth=1.5, zorder=3)
         ax.scatter(fx, fy, s=56, color="tab:red", edgecolor="black", linewidth=0.6,
                    label=f"Pareto front ({len(fx)})", zorder=4)
-        for p in front:
+        for i, p in enumerate(front):
             px, py = _number(p.get(x)), _number(p.get(y))
             if label_key in p and px is not None and py is not None:
-                ax.annotate(str(p[label_key]), (px, py), textcoords="offset points", xytext=(5, 5), fontsize=7)
+                # neighbours on the front alternate above and below, so two close points keep readable labels
+                ax.annotate(str(p[label_key]), (px, py), textcoords="offset points",
+                            xytext=(5, 5 if i % 2 == 0 else -11), fontsize=7)
     arrow = {"min": "lower is better", "max": "higher is better"}
     ax.set_xlabel(f"{x} ({arrow.get(modes[0], modes[0])})")
     ax.set_ylabel(f"{y} ({arrow.get(modes[1], modes[1])})")

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/overhead.py --tiny        # a random 2+2-layer Whisper, 3 steps (what the test runs)
 
 (a) bare:    the method's `setup` -> `train` -> `finish` in one fresh Python process (no Ray, no MLflow);
-(b) trainer: the same config through one Ray Train `TorchTrainer` (`trainables.launch.torch_trainer`), in a fresh
+(b) trainer: the same config through one Ray Train `TorchTrainer` (`trainables.blocks.launch.torch_trainer`), in a fresh
              process that starts a local Ray (as the sweep does) with the preset's resources;
 (c) sweep:   `python -m platform.sweep` on a copy of the sweep file whose space is cut to that one trial (Tune +
              Train + MLflow, with the sweep's untuned-model baseline unless --no-baseline, read from the machine's
@@ -164,7 +164,7 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from trainables import load_method
-    from trainables.training import Stepper
+    from trainables.blocks.training import Stepper
 
     module = load_method(spec["method"])
     marks.mark("imports_end")
@@ -219,8 +219,8 @@ def child_trainer(spec: dict[str, Any], storage: str) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     import ray
 
-    from trainables.launch import runtime_env, torch_trainer
-    from trainables.progress import BOARD_NAME, ProgressBoard
+    from trainables.blocks.launch import runtime_env, torch_trainer
+    from trainables.blocks.progress import BOARD_NAME, ProgressBoard
 
     at["imports_end"] = time.time()
     # address="local": a private cluster, never one that another job on this machine started (and may tear down).

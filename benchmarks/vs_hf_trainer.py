@@ -9,14 +9,14 @@ qlora_rank local: Whisper tiny.en, NF4 double-quantised base loaded by the proje
 LoRA on q/k/v/out/fc1/fc2 of both stacks, AdamW, warm-up + cosine, clipping at 1.0, batch 8, 40 steps, seed 0):
 
 - project: `setup` -> `train` -> `finish` of the method module, in-process;
-- hf:      the same base (`trainables.models.load_base_model`, Whisper's encoder cut to the same window), peft's
+- hf:      the same base (`trainables.blocks.models.load_base_model`, Whisper's encoder cut to the same window), peft's
            `get_peft_model` with the same target modules, rank, alpha and dropout, and `Seq2SeqTrainer` with the
            same optimiser settings, fed by a plain collator (the Whisper feature extractor and tokenizer on the
            same utterances), in the same batches and order as the project's loop (sequential sampling over them).
 
 SpecAugment is off on both sides (a plain collator has none). Each side runs in its own fresh Python process.
 Training throughput has one definition for both: samples over the time from the end of step 2 to the end of
-the last step (the first two steps are warm-up). Both final WERs come from `trainables.evaluation.evaluate`
+the last step (the first two steps are warm-up). Both final WERs come from `trainables.blocks.evaluation.evaluate`
 (greedy decoding, the project's text normalisation) on the same test utterances. The last line is
 `RESULT {json}`.
 """
@@ -56,7 +56,7 @@ def child_project(spec: dict[str, Any]) -> dict[str, Any]:
     """The project's loop, with the end of every optimiser step timestamped from outside (a Stepper subclass)."""
     sys.path.insert(0, str(ROOT))
     from trainables import load_method
-    from trainables.training import Stepper
+    from trainables.blocks.training import Stepper
 
     module = load_method(spec["method"])
     ends: list[float] = []
@@ -112,10 +112,10 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, WhisperProcessor
 
     from trainables import assets, load_method
-    from trainables.batching import epoch_batches
-    from trainables.data import SAMPLE_RATE, load_splits
-    from trainables.evaluation import evaluate
-    from trainables.models import (
+    from trainables.blocks.batching import epoch_batches
+    from trainables.blocks.data import SAMPLE_RATE, load_splits
+    from trainables.blocks.evaluation import evaluate
+    from trainables.blocks.models import (
         family_of,
         input_dtype,
         load_base_model,
@@ -124,7 +124,7 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         target_module_names,
         window_positions,
     )
-    from trainables.training import device, seed_everything
+    from trainables.blocks.training import device, seed_everything
 
     module = load_method(spec["method"])
     cfg = module.parse_config(spec["config"])

@@ -12,7 +12,7 @@ import sys
 
 from trainables import assets
 from trainables.assets.cache import cache_root
-from trainables.config import ConfigError
+from trainables.blocks.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainables.assets.cache import cache_root, input_key
-from trainables.config import flatten, redact
+from trainables.blocks.config import flatten, redact
 
 if TYPE_CHECKING:
     from platform.spaces import ResolvedSweep

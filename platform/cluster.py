@@ -86,7 +86,7 @@ def connect_ray() -> bool:
         return True
     if not running_cluster():
         return False
-    from trainables.launch import runtime_env
+    from trainables.blocks.launch import runtime_env
 
     try:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env(str(ROOT)), log_to_driver=True)
@@ -106,7 +106,7 @@ def connect_ray() -> bool:
 def start_local_ray() -> None:
     import ray
 
-    from trainables.launch import runtime_env
+    from trainables.blocks.launch import runtime_env
 
     if not ray.is_initialized():
         ray.init(runtime_env=runtime_env(str(ROOT)))

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from trainables import load_method
-    from trainables.config import ConfigError
-    from trainables.inference import ArtifactError
+    from trainables.blocks.config import ConfigError
+    from trainables.blocks.inference import ArtifactError
 
     transformers.logging.set_verbosity_error()  # its generation notices are not the user's business here
 

@@ -52,7 +52,7 @@ def sweep_configs(sweep: ResolvedSweep) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _hub_source(value: Any) -> bool:
-    from trainables.data import source_kind
+    from trainables.blocks.data import source_kind
 
     if not isinstance(value, str):
         return False
@@ -81,7 +81,7 @@ def _source_splits(section: Any, field: str) -> list[str]:
 
 
 def _walk(node: Any, prefix: str, found: list[HubFetch]) -> None:
-    from trainables.data import hub_config_name, hub_split_name
+    from trainables.blocks.data import hub_config_name, hub_split_name
 
     is_data = hasattr(node, "hub_config")
     for f in dataclasses.fields(node):
@@ -119,7 +119,7 @@ def fetches_text(fetches: list[HubFetch]) -> str:
     """The plan's `hub fetches` section: one line per model or data set, or `none`."""
     if not fetches:
         return "hub fetches: none (offline assets and local data only)"
-    from trainables.data import PARQUET_REVISION
+    from trainables.blocks.data import PARQUET_REVISION
 
     lines = ["hub fetches (listed, not fetched):"]
     for item in fetches:

@@ -1,7 +1,7 @@
 """The sweep's live console: per trial its step / max steps, last loss, last validation WER and what it is
 preparing, with the sweep's elapsed time and an estimate of the time left; a progress bar for the baseline.
 
-Training workers post to a progress board (trainables/progress.py), a Ray actor made here; `LiveProgress`, a
+Training workers post to a progress board (trainables/blocks/progress.py), a Ray actor made here; `LiveProgress`, a
 Tune callback on the driver, reads it and prints a table every `interval_s` and whenever a trial starts,
 finishes or fails. It replaces Ray Tune's own status table, which knows only what trials report at evaluations.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from trainables.progress import BOARD_NAME, ProgressBoard
+from trainables.blocks.progress import BOARD_NAME, ProgressBoard
 
 
 def start_board() -> Any:

@@ -176,7 +176,7 @@ def _char_errors(row: dict[str, Any]) -> tuple[int, int]:
     """(character edits, reference characters) of one hypotheses row, normalised as the trial's CER was."""
     import jiwer
 
-    from trainables.metrics import normalize_text
+    from trainables.blocks.metrics import normalize_text
 
     ref, hyp = normalize_text(row.get("reference", "")), normalize_text(row.get("hypothesis", ""))
     if not ref:

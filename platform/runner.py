@@ -12,8 +12,8 @@ from typing import Any
 from platform import baselines, progress, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.spaces import ResolvedSweep
-from trainables.config import ConfigError, redact
-from trainables.launch import CONFIG_ERROR
+from trainables.blocks.config import ConfigError, redact
+from trainables.blocks.launch import CONFIG_ERROR
 
 STATE_FILE = "sweep.json"
 HEAD_NODE = "node:__internal_head__"
@@ -95,7 +95,7 @@ def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resour
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from platform.spaces import trial_config
-        from trainables.launch import torch_trainer
+        from trainables.blocks.launch import torch_trainer
 
         config = trial_config(fixed, space, dict(sampled))
         # The Train run's name is the trial's: a trial restarted after the driver was lost (--resume) starts
@@ -121,7 +121,7 @@ def trainer_resources(sweep: ResolvedSweep) -> dict[str, Any]:
 def measure_baseline(sweep: ResolvedSweep, train_storage: str) -> dict[str, float]:
     """The untuned model's metrics, measured once per sweep with the method's baseline config."""
     from trainables import load_method
-    from trainables.launch import torch_trainer
+    from trainables.blocks.launch import torch_trainer
 
     module = load_method(sweep.method)
     config = module.baseline_config(sweep.config)
@@ -351,7 +351,7 @@ def prepare_assets(sweep: ResolvedSweep) -> None:
     starts (each is built once and cached; trials on this machine then find them ready)."""
     from trainables import assets
     from trainables.assets.corpus import CORPORA, ensure_corpus
-    from trainables.config import flatten
+    from trainables.blocks.config import flatten
 
     values = list(flatten(sweep.config).values())
     for p in sweep.space.values():

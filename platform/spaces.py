@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from trainables import METHODS, load_method
-from trainables.config import (
+from trainables.blocks.config import (
     ConfigError,
     build,
     coerce,
@@ -471,7 +471,7 @@ def check_data(sweep: ResolvedSweep) -> list[str]:
     Unreadable audio files and audio files without a transcript stop the sweep with one line naming the first
     few and the count (SpaceError), unless the config says `data.on_bad: skip`: then the returned warnings give
     the count (the trials leave those files out)."""
-    from trainables.data import scan_folder, source_kind
+    from trainables.blocks.data import scan_folder, source_kind
 
     module = load_method(sweep.method)
     first = {k: p.levels()[0] for k, p in sweep.space.items()}

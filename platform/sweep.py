@@ -28,7 +28,7 @@ from platform.cluster import (
     requested_address,
 )
 from platform.spaces import ResolvedSweep, SpaceError
-from trainables.config import read_yaml, redact
+from trainables.blocks.config import read_yaml, redact
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -78,7 +78,7 @@ def choose_preset(args: argparse.Namespace) -> tuple[str, str]:
 def checkpoint_every(sweep: ResolvedSweep) -> str:
     """optim.checkpoint_every as the trials will have it (the fixed config's, else the method's default)."""
     from trainables import load_method
-    from trainables.config import flatten
+    from trainables.blocks.config import flatten
 
     value = flatten(sweep.config).get("optim.checkpoint_every")
     if value is None:

@@ -23,7 +23,7 @@ from typing import Any
 from ray.tune import Callback
 
 from platform.cluster import unwritable
-from trainables.config import flatten, redact, redact_text
+from trainables.blocks.config import flatten, redact, redact_text
 
 # Tune's bookkeeping keys that are not metrics of the trial.
 _NOT_METRICS = {
@@ -137,13 +137,13 @@ def trial_label(sampled: dict[str, Any], space: dict[str, Any]) -> str:
 
 def dataset_inputs(config: dict[str, Any]) -> list[Any]:
     """MLflow dataset inputs for the data a config trains and is evaluated on: one per split, named after the
-    source, with its split, source, digest and size (trainables.data.describe_split; no audio is read)."""
+    source, with its split, source, digest and size (trainables.blocks.data.describe_split; no audio is read)."""
     from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
     from mlflow.entities import DatasetInput, InputTag
 
-    from trainables.data import describe_split
+    from trainables.blocks.data import describe_split
 
     class SpeechSplit(MetaDataset):
         """A split of speech recorded by reference (no audio in MLflow), its size as the profile."""
@@ -221,7 +221,7 @@ def resolved_config(method: str, fixed: dict[str, Any], space: dict[str, Any], s
     """A trial's whole config, defaults included, as the method parses it."""
     from platform.spaces import trial_config
     from trainables import load_method
-    from trainables.config import to_dict
+    from trainables.blocks.config import to_dict
 
     return to_dict(load_method(method).parse_config(trial_config(fixed, space, sampled)))
 

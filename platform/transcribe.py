@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def set_beams(recogniser: object, beams: int) -> None:
     """Decode with `beams` beams: the generation config of the recogniser's model (a `TaskRecogniser`'s)."""
-    from trainables.training import unwrap
+    from trainables.blocks.training import unwrap
 
     model = getattr(recogniser, "model", None)
     inner = unwrap(model, peft=True) if model is not None else None
@@ -42,7 +42,7 @@ def set_beams(recogniser: object, beams: int) -> None:
 
 def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
     """(audio file, the folder it was found in) for every input; RunError-style ValueError for a missing one."""
-    from trainables.data import audio_files
+    from trainables.blocks.data import audio_files
 
     found: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -61,7 +61,7 @@ def collect(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 def read_all(files: list[Path]) -> list[np.ndarray]:
     """Every file decoded (mono float32, 16 kHz) before any model is loaded, so a bad file stops it at once."""
-    from trainables.audio import decode_audio
+    from trainables.blocks.audio import decode_audio
 
     audio = []
     for f in files:
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from trainables import load_method
-    from trainables.config import ConfigError
-    from trainables.data import transcripts
-    from trainables.inference import ArtifactError
+    from trainables.blocks.config import ConfigError
+    from trainables.blocks.data import transcripts
+    from trainables.blocks.inference import ArtifactError
 
     transformers.logging.set_verbosity_error()  # its generation notices are not the user's business here
-    from trainables.metrics import error_rates
+    from trainables.blocks.metrics import error_rates
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

@@ -44,7 +44,7 @@ def resolve(run: str, tracking_uri: str | None = None) -> TrialResult:
 
 def _from_folder(path: Path) -> TrialResult:
     from trainables import METHODS
-    from trainables.inference import ArtifactError, method_of, read_trial
+    from trainables.blocks.inference import ArtifactError, method_of, read_trial
 
     try:
         trial = read_trial(path)

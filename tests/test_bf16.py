@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.batching import WhisperFeatures, ctc_batch
-from trainables.config import merge
-from trainables.training import OptimConfig, autocast_mode
+from trainables.blocks.batching import WhisperFeatures, ctc_batch
+from trainables.blocks.config import merge
+from trainables.blocks.training import OptimConfig, autocast_mode
 
 CPU = torch.device("cpu")
 BF16 = {"optim": {"autocast": "bf16"}}

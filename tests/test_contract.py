@@ -13,8 +13,8 @@ import torch
 
 from platform import sweep
 from trainables import METHODS, Method, contract_problems, load_method
-from trainables.config import build
-from trainables.training import OptimConfig, Stepper
+from trainables.blocks.config import build
+from trainables.blocks.training import OptimConfig, Stepper
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -136,7 +136,7 @@ def test_a_two_worker_request_for_a_one_worker_method_fails_at_dry_run(tmp_path:
 def test_adalora_is_refused_where_no_loop_prunes_it(method: str) -> None:
     """AdaLoRA needs update_and_allocate every step; only qlora's loop calls it, so elsewhere it is a config error."""
     from trainables import load_method
-    from trainables.config import ConfigError
+    from trainables.blocks.config import ConfigError
 
     with pytest.raises(ConfigError, match="lora.kind: AdaLoRA's rank pruning runs in the qlora method only"):
         load_method(method).parse_config({"lora": {"kind": "adalora"}})

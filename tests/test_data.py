@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from trainables import data
 from trainables.assets.cache import CACHE_ENV
 from trainables.assets.corpus import CORPORA, CorpusSpec, corpus_dir
-from trainables.data import canonical_split, hash_split, hub_reachable, load_speech, source_kind, validate_source
-from trainables.noise import noisy_copies
+from trainables.blocks import data
+from trainables.blocks.data import canonical_split, hash_split, hub_reachable, load_speech, source_kind, validate_source
+from trainables.blocks.noise import noisy_copies
 
 
 def _tone(seconds: float, sr: int, freq: float = 220.0) -> np.ndarray:

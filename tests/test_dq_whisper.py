@@ -11,9 +11,9 @@ import torch
 
 from tests.conftest import CONTRACT_METRICS
 from trainables import dq_whisper as dq
-from trainables import fake_quant as fq
-from trainables.config import ConfigError, build
-from trainables.models import PrecisionConfig, load_base_model
+from trainables import dq_whisper_quant as fq
+from trainables.blocks.config import ConfigError, build
+from trainables.blocks.models import PrecisionConfig, load_base_model
 
 CPU = torch.device("cpu")
 
@@ -239,7 +239,7 @@ def _run_config(teacher_dir: Path, **over: dict) -> dq.DQWhisperConfig:
             "data": {"source": "espeak-smoke", "max_train_items": 8, "max_val_items": 2, "max_eval_items": 2},
             "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 4}, "quant": {"bits": 4},
             "eval": {"max_new_tokens": 8, "batch_size": 2}}
-    from trainables.config import merge
+    from trainables.blocks.config import merge
 
     return dq.parse_config(merge(base, over))
 

@@ -13,8 +13,8 @@ import torch
 
 from tests.conftest import CONTRACT_METRICS
 from trainables import dqlora
-from trainables.config import ConfigError
-from trainables.data import load_speech
+from trainables.blocks.config import ConfigError
+from trainables.blocks.data import load_speech
 from trainables.dqlora import (
     aligned_lengths,
     batch_loss,
@@ -208,7 +208,7 @@ def test_a_noisy_copy_never_reuses_the_clean_features(smoke: list[dict]) -> None
     """Noisy copies keep the clean utterance's id; the feature cache must still tell them apart."""
     from transformers import WhisperFeatureExtractor
 
-    from trainables.batching import WhisperFeatures
+    from trainables.blocks.batching import WhisperFeatures
 
     feats = WhisperFeatures(WhisperFeatureExtractor(), 5.0)
     noisy = noisy_utterances(smoke[:2], dqlora.NoiseConfig(snr_db=0.0), seed=0)

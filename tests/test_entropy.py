@@ -11,8 +11,16 @@ from typing import Any
 import pytest
 import torch
 
-from trainables.config import ConfigError, build
-from trainables.entropy import (
+from trainables.blocks.config import ConfigError, build
+from trainables.blocks.models import (
+    LoraConfig,
+    PrecisionConfig,
+    load_base_model,
+    shrink_whisper_encoder,
+    stack_depths,
+    target_module_names,
+)
+from trainables.qlora_entropy import (
     ActivationCollector,
     EntropyConfig,
     activation_entropy,
@@ -29,14 +37,6 @@ from trainables.entropy import (
     rank_spread,
     resolve_modules,
     sharpen,
-)
-from trainables.models import (
-    LoraConfig,
-    PrecisionConfig,
-    load_base_model,
-    shrink_whisper_encoder,
-    stack_depths,
-    target_module_names,
 )
 
 CPU = torch.device("cpu")
@@ -385,7 +385,7 @@ def _qlora() -> Any:
     from trainables import qlora
 
     if "entropy" not in qlora.QLoRAConfig.__dataclass_fields__:
-        pytest.skip("trainables.qlora is not wired to trainables.entropy yet")
+        pytest.skip("trainables.qlora is not wired to trainables.qlora_entropy yet")
     return qlora
 
 
@@ -423,7 +423,7 @@ def test_qlora_with_lambda_zero_trains_exactly_as_without_the_module(tiny_whispe
 
 def test_rank_one_spectrum_has_zero_not_negative_entropy() -> None:
     """A rank-1 Gram matrix has entropy 0; rounding must not make it negative (the allocator rejects that)."""
-    from trainables.entropy import gram_entropy
+    from trainables.qlora_entropy import gram_entropy
 
     torch.manual_seed(0)
     for _ in range(50):

@@ -16,7 +16,7 @@ import soundfile as sf
 import yaml
 
 from platform import cluster, runner, sweep, tracking
-from trainables.data import load_speech, scan_folder
+from trainables.blocks.data import load_speech, scan_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -80,7 +80,7 @@ def cluster():
     import ray
 
     from platform import local_cluster
-    from trainables.launch import runtime_env
+    from trainables.blocks.launch import runtime_env
 
     c = local_cluster.start(nodes=3, cpus_per_node=2)
     ray.init(address=c.address, runtime_env=runtime_env(str(ROOT)), log_to_driver=False)
@@ -102,7 +102,7 @@ def fit_in_thread(trainer: Any) -> tuple[threading.Thread, dict[str, Any]]:
 
 def test_killed_worker_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(
         cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    from trainables.launch import torch_trainer
+    from trainables.blocks.launch import torch_trainer
 
     config = tiny_config(tiny_whisper_dir, steps=16, every=4)
     t0 = time.time()

@@ -17,8 +17,8 @@ import soundfile as sf
 
 from platform import spaces, sweep
 from platform.fetches import HubFetch, hub_fetches, sweep_configs
-from trainables import data
-from trainables.data import PARQUET_REVISION, HubLoadError, ParquetFallbackWarning, load_speech, load_texts
+from trainables.blocks import data
+from trainables.blocks.data import PARQUET_REVISION, HubLoadError, ParquetFallbackWarning, load_speech, load_texts
 
 SCRIPT_ERROR = RuntimeError("Dataset scripts are no longer supported, but found fleurs.py")
 

@@ -17,9 +17,9 @@ import torch
 from platform import export as export_cli
 from platform import transcribe as transcribe_cli
 from trainables import dq_whisper, dqlora, qlora
-from trainables.audio import SAMPLE_RATE
-from trainables.data import load_speech
-from trainables.inference import ArtifactError, TaskRecogniser, cut_into_windows, read_trial
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.data import load_speech
+from trainables.blocks.inference import ArtifactError, TaskRecogniser, cut_into_windows, read_trial
 
 CPU = torch.device("cpu")
 DATA = {"source": "espeak-smoke", "max_eval_items": 3, "max_val_items": 2, "max_train_items": 8}
@@ -137,7 +137,7 @@ def test_qlora_export_merges_the_adapter_into_the_dequantised_base(qlora_result:
     from safetensors.torch import load_file
     from transformers import WhisperForConditionalGeneration
 
-    from trainables.models import PrecisionConfig, load_base_model
+    from trainables.blocks.models import PrecisionConfig, load_base_model
 
     line = qlora.export(qlora_result, tmp_path / "merged")
     assert "pipeline('automatic-speech-recognition'" in line and "\n" not in line
@@ -173,7 +173,7 @@ def test_exported_qlora_folder_loads_in_a_transformers_pipeline(qlora_result: Pa
 def test_qlora_adapter_only_export_names_its_base(qlora_result: Path, tiny_whisper_dir: Path, tmp_path: Path) -> None:
     from peft import PeftModel
 
-    from trainables.models import PrecisionConfig, load_base_model
+    from trainables.blocks.models import PrecisionConfig, load_base_model
 
     line = qlora.export(qlora_result, tmp_path / "adapter", adapter_only=True)
     assert "peft" in line and f"cut to {read_trial(qlora_result).window_s:g} s" in line  # the window it trained with
@@ -220,7 +220,7 @@ def test_a_trial_that_saved_no_weights_says_so(tiny_whisper_dir: Path, tmp_path:
     folder = tmp_path / "trial"
     folder.mkdir()
     config = qlora.parse_config({"model": str(tiny_whisper_dir), "save_adapter": False})
-    from trainables.results import write_artifacts
+    from trainables.blocks.results import write_artifacts
 
     write_artifacts(folder, config, {"encoder_window_s": 4.0}, [], {})
     with pytest.raises(ArtifactError, match="saved no trained weights .save_adapter is false"):

@@ -13,9 +13,9 @@ import torch
 
 from trainables import llm_adaptor
 from trainables.assets.cache import CACHE_ENV, builds
-from trainables.config import ConfigError, merge
-from trainables.data import load_speech
-from trainables.loaders.audio_llm import Adaptor, AudioLLM
+from trainables.blocks.config import ConfigError, merge
+from trainables.blocks.data import load_speech
+from trainables.loaders.llm_adaptor import Adaptor, AudioLLM
 
 CPU = torch.device("cpu")
 
@@ -160,7 +160,7 @@ def test_encoder_states_are_computed_once_for_trials_that_share_them(tiny_whispe
 def test_the_untrained_baseline_trains_nothing_and_builds_no_training_states(
         tiny_whisper_dir: Path, tiny_llm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    from trainables.config import to_dict
+    from trainables.blocks.config import to_dict
 
     cfg = llm_adaptor.parse_config(llm_adaptor.baseline_config(to_dict(_config(tiny_whisper_dir, tiny_llm_dir,
                                                                                llm={"adapt": "lora"}))))
@@ -169,7 +169,7 @@ def test_the_untrained_baseline_trains_nothing_and_builds_no_training_states(
 
 
 def test_a_wav2vec2_style_encoder_gives_states_over_its_own_frame_rate(tiny_wav2vec2_dir: Path) -> None:
-    from trainables.speech_encoders import load_speech_encoder
+    from trainables.blocks.speech_encoders import load_speech_encoder
 
     enc = load_speech_encoder(str(tiny_wav2vec2_dir), 1.0, CPU)
     states = enc([np.zeros(16000, dtype=np.float32), np.zeros(4000, dtype=np.float32)])
@@ -277,7 +277,7 @@ def test_a_two_trial_sweep_computes_the_encoder_states_once_and_records_every_me
     from mlflow.tracking import MlflowClient
 
     from tests.conftest import CONTRACT_METRICS, run_sweep_file
-    from trainables.config import to_dict
+    from trainables.blocks.config import to_dict
 
     spec = {"method": "llm_adaptor", "description": "two adaptor kinds",
             "config": to_dict(_config(tiny_whisper_dir, tiny_llm_dir)),
@@ -304,7 +304,7 @@ def test_the_local_recipe_lowers_wer_far_below_the_untrained_adaptor() -> None:
     400 espeak-general utterances (100 InfoNCE steps, 60 cross-entropy steps); WER on 20 test utterances (held-out
     voices) before and after, paired bootstrap on the same utterances."""
     from platform.stats import paired_bootstrap
-    from trainables.evaluation import evaluate
+    from trainables.blocks.evaluation import evaluate
 
     cfg = llm_adaptor.parse_config({
         "data": {"source": "espeak-general", "max_train_items": 400, "max_val_items": 4, "max_eval_items": 20},

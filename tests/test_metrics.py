@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from trainables.config import build
-from trainables.metrics import (
+from trainables.blocks.config import build
+from trainables.blocks.metrics import (
     EnergyMeter,
     bleu,
     deployed_size_bytes,
@@ -22,9 +22,9 @@ from trainables.metrics import (
     safetensors_bytes,
     utterance_errors,
 )
-from trainables.models import PrecisionConfig, load_base_model
-from trainables.results import energy_metrics
-from trainables.training import OptimConfig, Stepper, Throughput
+from trainables.blocks.models import PrecisionConfig, load_base_model
+from trainables.blocks.results import energy_metrics
+from trainables.blocks.training import OptimConfig, Stepper, Throughput
 
 
 def test_error_rates_use_whisper_normalisation() -> None:

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import welch
 
-from trainables.noise import add_noise, make_noise, mix_at_snr
+from trainables.blocks.noise import add_noise, make_noise, mix_at_snr
 
 
 def _speechlike(n: int, seed: int) -> np.ndarray:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import CONTRACT_METRICS
-from trainables.config import ConfigError
-from trainables.metrics import deployed_size_bytes
-from trainables.models import (
+from trainables.blocks.config import ConfigError
+from trainables.blocks.metrics import deployed_size_bytes
+from trainables.blocks.models import (
     LoraConfig,
     PrecisionConfig,
     add_lora,
@@ -41,7 +41,7 @@ PLACEMENTS = [
 
 
 def _lora(**kw) -> LoraConfig:
-    from trainables.config import build
+    from trainables.blocks.config import build
 
     return build(LoraConfig, kw)
 
@@ -121,7 +121,7 @@ def test_nf4_model_size_is_counted_from_stored_tensors(tiny_en_dir: Path) -> Non
     assert parts["quantised"] <= 0.35 * fp16_bytes, (parts, fp16_bytes)
     assert parts["quantised"] >= 0.25 * fp16_bytes  # 4 bits a weight cannot be undercut
     # Everything else (embeddings, norms, convolutions, biases) at fp16, as the checkpoint stores it.
-    from trainables.metrics import safetensors_bytes
+    from trainables.blocks.metrics import safetensors_bytes
 
     assert parts["total"] == parts["quantised"] + parts["frozen"]
     assert parts["total"] < safetensors_bytes(tiny_en_dir)
@@ -224,7 +224,7 @@ def test_adapted_nf4_size_counts_each_quantised_weight_once(tiny_en_dir: Path) -
 def test_a_repeated_library_warning_reaches_the_console_once(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from trainables.models import warn_once
+    from trainables.blocks.models import warn_once
 
     log = logging.getLogger("test.repeats")
     warn_once(log)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration  # starts Ray
 def ray_local():
     import ray
 
-    from trainables.launch import runtime_env
+    from trainables.blocks.launch import runtime_env
 
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=runtime_env(str(ROOT)), log_to_driver=False)
     yield
@@ -25,7 +25,7 @@ def ray_local():
 
 
 def test_two_worker_torch_trainer_reports_contract_metrics(ray_local, tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    from trainables.launch import torch_trainer
+    from trainables.blocks.launch import torch_trainer
 
     config = {
         "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 6, "max_val_items": 4},

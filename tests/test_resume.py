@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 
-from trainables import checkpoints
 from trainables.assets.cache import CACHE_ENV
-from trainables.config import merge
+from trainables.blocks import checkpoints
+from trainables.blocks.config import merge
 
 State = dict[str, Any]
 Weights = dict[str, torch.Tensor]
@@ -253,9 +253,9 @@ class _Two(torch.nn.Module):
 def test_a_saved_state_reads_back_with_weights_only(monkeypatch: pytest.MonkeyPatch, saved: Saved) -> None:
     """Every part of a state (numpy and python RNG, generators, streams, stepper, history) survives
     `torch.load(weights_only=True)`; restoring it brings the generators and the data position back."""
-    from trainables.batching import BatchStream
-    from trainables.config import build
-    from trainables.training import OptimConfig, Stepper
+    from trainables.blocks.batching import BatchStream
+    from trainables.blocks.config import build
+    from trainables.blocks.training import OptimConfig, Stepper
 
     model = _Two()
     cfg = build(OptimConfig, {"max_steps": 4, "warmup_steps": 1, "lr": 0.1, "checkpoint_every": 2})

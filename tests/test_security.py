@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trainables.config import REDACTED, redact, redact_text, secret_name
+from trainables.blocks.config import REDACTED, redact, redact_text, secret_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("trainables", "platform", "benchmarks", "docs")

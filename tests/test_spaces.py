@@ -285,9 +285,9 @@ def test_every_shipped_preset_resolves_where_the_hub_is_reachable(name: str, mon
     """Offline, a gpu preset stops at its first hub name; with the hub taken as reachable, every preset of
     every shipped sweep must pass the whole validation (adaptor_phases' gpu preset once asked for a warm-up
     longer than its levels' 60 steps)."""
-    import trainables.data
+    import trainables.blocks.data
 
-    monkeypatch.setattr(trainables.data, "_offline_reason", lambda: None)
+    monkeypatch.setattr(trainables.blocks.data, "_offline_reason", lambda: None)
     for preset in ("local", "gpu"):
         resolved = spaces.resolve(spaces.find(name), preset)
         assert resolved.num_samples >= 1 and resolved.preset == preset
@@ -343,7 +343,7 @@ def test_every_literal_value_of_every_method_passes_set(method: str) -> None:
     (`off` is not False, `16` of a Literal of ints is 16); only a check relating two fields may refuse it."""
     from platform import spaces
     from trainables import load_method
-    from trainables.config import coerce, field_type, flatten, thaw
+    from trainables.blocks.config import coerce, field_type, flatten, thaw
 
     path = _sweep_of(method)
     try:
@@ -386,7 +386,7 @@ def test_yaml_strings_that_look_like_bools_nulls_or_numbers(tmp_path: Path) -> N
     """In a file too, unquoted `off`/`on`/`yes`/`no`/`null`/numbers reach a string field as written, and a bool
     or number field still gets YAML's value."""
     from platform import spaces
-    from trainables.config import flatten
+    from trainables.blocks.config import flatten
 
     path = tmp_path / "strings.yaml"
     path.write_text(BASE.replace("data: {source: espeak-smoke}",

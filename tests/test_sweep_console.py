@@ -17,8 +17,8 @@ from platform.progress import LiveProgress, estimate_left, trial_line
 from platform.report import html_report, trials_link
 from platform.spaces import ParamSpec
 from platform.tracking import dataset_inputs, trial_label
-from trainables import progress
-from trainables.data import describe_split
+from trainables.blocks import progress
+from trainables.blocks.data import describe_split
 
 
 def test_run_names_say_what_a_trial_tried() -> None:

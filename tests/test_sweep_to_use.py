@@ -88,7 +88,7 @@ def test_mlflow_holds_the_sweep_as_researchers_read_it(sweep: dict[str, Any]) ->
 def test_best_trial_transcribes_and_exports_by_run_id(sweep: dict[str, Any], tmp_path: Path) -> None:
     import soundfile as sf
 
-    from trainables.data import load_speech
+    from trainables.blocks.data import load_speech
 
     folder = tmp_path / "audio"
     folder.mkdir()

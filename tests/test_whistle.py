@@ -12,8 +12,8 @@ import torch
 
 from trainables import whistle
 from trainables.assets.cache import CACHE_ENV, builds
-from trainables.config import ConfigError, build, merge
-from trainables.data import load_speech
+from trainables.blocks.config import ConfigError, build, merge
+from trainables.blocks.data import load_speech
 
 CPU = torch.device("cpu")
 
@@ -142,7 +142,7 @@ def test_untuned_mode_trains_nothing(tiny_whisper_dir: Path, tmp_path: Path, mon
 
 
 def to_plain(cfg: whistle.WhisTLEConfig) -> dict:
-    from trainables.config import to_dict
+    from trainables.blocks.config import to_dict
 
     return to_dict(cfg)
 

@@ -2,7 +2,7 @@
 
 `METHODS` is the explicit registry from a method's name to its module, and `Method` is what such a
 module must define (checked by `load_method` and by tests/test_contract.py over every entry). A method
-file gets `parse_config`, `run` and `train_loop_per_worker` from `trainables.launch.entry_points`, which
+file gets `parse_config`, `run` and `train_loop_per_worker` from `trainables.blocks.launch.entry_points`, which
 builds them from its `setup`, `train` and `finish`; what differs between methods is written once, in its file.
 """
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:  # annotations only: importing the registry stays free of torch
     import torch
 
-    from trainables.inference import Recogniser
+    from trainables.blocks.inference import Recogniser
 
 METHODS: dict[str, str] = {
     "qlora": "trainables.qlora",
@@ -55,7 +55,7 @@ class Method(Protocol):
 
     def recogniser(self, artifacts: Path, device: torch.device) -> Recogniser:
         """A finished trial's result, from its artifact folder, loaded on `device` and ready to transcribe
-        (`python -m platform.transcribe`); raises trainables.inference.ArtifactError naming what is missing."""
+        (`python -m platform.transcribe`); raises trainables.blocks.inference.ArtifactError naming what is missing."""
         ...
 
     def export(self, artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:

@@ -30,7 +30,7 @@ embeddings, norms, convolutions and biases are not quantised (fp16 when exported
 the integer weights (int8 storage at 8 bits, b-bit packing below: 4-bit two per byte) with fp16
 per-channel scales into one safetensors file whose size on disk is `model_size_mb`.
 
-The fake quantisation and the packed export are in trainables.fake_quant.
+The fake quantisation and the packed export are in trainables.dq_whisper_quant.
 """
 
 from __future__ import annotations
@@ -46,15 +46,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, progress
+from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
-from trainables.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
-from trainables.checkpoints import Checkpointer
-from trainables.config import ConfigError, merge, require
-from trainables.data import DataConfig, Splits, load_splits
-from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
-from trainables.fake_quant import QuantConfig, add_fake_quant, export_quantised
-from trainables.inference import (
+from trainables.blocks import progress
+from trainables.blocks.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
+from trainables.blocks.checkpoints import Checkpointer
+from trainables.blocks.config import ConfigError, merge, require
+from trainables.blocks.data import DataConfig, Splits, load_splits
+from trainables.blocks.evaluation import EvalConfig, evaluate, whisper_transcribe
+from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
     TaskRecogniser,
@@ -68,13 +68,14 @@ from trainables.inference import (
     widen_whisper_window,
     write_manifest,
 )
-from trainables.launch import entry_points
-from trainables.loaders.quantised_whisper import dequantised_state_dict, model_from_state
-from trainables.metrics import param_counts
-from trainables.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
-from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.training import OptimConfig, Stepper, device, seed_everything
+from trainables.blocks.launch import entry_points
+from trainables.blocks.metrics import param_counts
+from trainables.blocks.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
+from trainables.blocks.noise import noisy_copies
+from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything
+from trainables.dq_whisper_quant import QuantConfig, add_fake_quant, export_quantised
+from trainables.loaders.dq_whisper import dequantised_state_dict, model_from_state
 
 # --------------------------------------------------------------------------- config
 
@@ -528,7 +529,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
 
 def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     """The student at its quantised precision (the packed file as measured by `model_size_mb`), its Whisper
-    config, generation config and processor, and load_quantised.py (trainables/loaders/quantised_whisper.py),
+    config, generation config and processor, and load_quantised.py (trainables/loaders/dq_whisper.py),
     which loads it into a transformers Whisper model."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -558,7 +559,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         generation.language, generation.task = "en", "transcribe"
     generation.save_pretrained(out)
     whisper_processor(teacher_source, seconds).save_pretrained(out)
-    copy_loader("quantised_whisper", out, "load_quantised.py")
+    copy_loader("dq_whisper", out, "load_quantised.py")
     write_manifest(out, trial, "dq_whisper", "packed_quantised_whisper", loader="load_quantised.py", bits=bits,
                    teacher=published_name(cfg.teacher), encoder_window_s=seconds)
     size = (out / "model.safetensors").stat().st_size / 2**20

@@ -43,15 +43,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, models, progress
+from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
-from trainables.audio import SAMPLE_RATE
-from trainables.batching import WhisperFeatures, ctc_batch, epoch_batches
-from trainables.checkpoints import Checkpointer
-from trainables.config import merge, require, to_dict
-from trainables.data import DataConfig, Splits, load_splits
-from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
-from trainables.inference import (
+from trainables.blocks import models, progress
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.batching import WhisperFeatures, ctc_batch, epoch_batches
+from trainables.blocks.checkpoints import Checkpointer
+from trainables.blocks.config import merge, require, to_dict
+from trainables.blocks.data import DataConfig, Splits, load_splits
+from trainables.blocks.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
     TaskRecogniser,
@@ -66,12 +67,12 @@ from trainables.inference import (
     widen_whisper_window,
     write_manifest,
 )
-from trainables.launch import entry_points
-from trainables.metrics import deployed_size_bytes, param_counts
-from trainables.models import LoraConfig, PrecisionConfig
-from trainables.noise import noisy_copies
-from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
+from trainables.blocks.launch import entry_points
+from trainables.blocks.metrics import deployed_size_bytes, param_counts
+from trainables.blocks.models import LoraConfig, PrecisionConfig
+from trainables.blocks.noise import noisy_copies
+from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
 
 # --------------------------------------------------------------------------- config
 
@@ -594,7 +595,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
 def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     """A wav2vec2 student: a standard transformers CTC folder (adapter merged, fp16). The offline student,
     Whisper's encoder with a character CTC head, is no transformers model: its merged fp16 weights, config,
-    feature extractor, vocabulary and a standalone loader (trainables/loaders/whisper_ctc.py)."""
+    feature extractor, vocabulary and a standalone loader (trainables/loaders/dqlora.py)."""
     from safetensors.torch import save_file
 
     trial = read_trial(artifacts)
@@ -626,7 +627,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     model.config.save_pretrained(out)
     task.features.fe.__class__(**{**task.features.fe.to_dict(), "chunk_length": seconds}).save_pretrained(out)
     (out / "vocab.json").write_text(json.dumps(CHARS))
-    copy_loader("whisper_ctc", out, "load_ctc.py")
+    copy_loader("dqlora", out, "load_ctc.py")
     write_manifest(out, trial, "dqlora", "whisper_encoder_ctc", base=cfg.student, dtype="float16",
                    loader="load_ctc.py", encoder_window_s=seconds)
     return (f"dqlora: the student is Whisper's encoder with a character CTC head, which transformers has no model class "

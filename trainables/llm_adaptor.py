@@ -13,9 +13,9 @@ carry loss. Training has two phases, either of which may be zero steps:
    4-bit base through the shared model loading, plus LoRA).
 
 The encoder stays frozen, so its states are computed once per data set and read from a disk cache by every
-trial and epoch (`trainables.speech_encoders`); evaluation runs the real encoder on audio, so latency and RTF
+trial and epoch (`trainables.blocks.speech_encoders`); evaluation runs the real encoder on audio, so latency and RTF
 are measured end to end. The model pieces (encoder wrapper, downsampling, adaptor kinds, the prompt around
-the audio, greedy decoding) are in `trainables/loaders/audio_llm.py`, the standalone loader that exported
+the audio, greedy decoding) are in `trainables/loaders/llm_adaptor.py`, the standalone loader that exported
 results ship with; this file holds the method: its config, its loss, set-up, the two phases and the report.
 
 Adaptor kinds: `linear`; `mlp` (Linear, ReLU, Linear: SLAM-ASR's projector); `swiglu` (a gated unit, the shape
@@ -35,20 +35,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, inference, models
-from trainables.batching import epoch_batches
-from trainables.checkpoints import Checkpointer
-from trainables.config import ConfigError, merge, require, to_dict
-from trainables.data import DataConfig, Splits, load_splits
-from trainables.evaluation import EvalConfig, evaluate
-from trainables.inference import ArtifactError, Recogniser, Trial
-from trainables.launch import entry_points
-from trainables.loaders.audio_llm import Adaptor, AudioLLM, SpeechEncoder, decode
-from trainables.metrics import MB, deployed_size_bytes, param_counts
-from trainables.models import PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.speech_encoders import check_encoder_source, encoder_states, load_speech_encoder, rows
-from trainables.training import OptimConfig, Stepper, device, seed_everything, world
+from trainables import assets
+from trainables.blocks import inference, models
+from trainables.blocks.batching import epoch_batches
+from trainables.blocks.checkpoints import Checkpointer
+from trainables.blocks.config import ConfigError, merge, require, to_dict
+from trainables.blocks.data import DataConfig, Splits, load_splits
+from trainables.blocks.evaluation import EvalConfig, evaluate
+from trainables.blocks.inference import ArtifactError, Recogniser, Trial
+from trainables.blocks.launch import entry_points
+from trainables.blocks.metrics import MB, deployed_size_bytes, param_counts
+from trainables.blocks.models import PrecisionConfig
+from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.speech_encoders import check_encoder_source, encoder_states, load_speech_encoder, rows
+from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything, world
+from trainables.loaders.llm_adaptor import Adaptor, AudioLLM, SpeechEncoder, decode
 
 AUDIO_MARK = "<<audio>>"
 """Where the audio goes in the rendered prompt; the text is split there before tokenising, so it never reaches
@@ -527,7 +528,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
 
 
 def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
-    """A folder the standalone loader (trainables/loaders/audio_llm.py, copied in as load_audio_llm.py) reads:
+    """A folder the standalone loader (trainables/loaders/llm_adaptor.py, copied in as load_audio_llm.py) reads:
     encoder/, llm/ (LoRA merged, fp16), adaptor.safetensors, audio_llm.json; or, `adapter_only`, the adaptor and
     the LLM's LoRA adapter alone, naming the encoder and LLM they belong to."""
     trial = inference.read_trial(artifacts)
@@ -549,7 +550,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     tokenizer.save_pretrained(out / "llm")
     for name in ("adaptor.safetensors", "audio_llm.json"):
         (out / name).write_bytes((trial.path / name).read_bytes())
-    inference.copy_loader("audio_llm", out, "load_audio_llm.py")
+    inference.copy_loader("llm_adaptor", out, "load_audio_llm.py")
     inference.write_manifest(out, trial, "llm_adaptor", "audio_llm", encoder=encoder_name, llm=llm_name)
     return (f"llm_adaptor: {encoder_name} -> {cfg.adaptor.kind} adaptor -> {llm_name}"
             f"{' (LoRA merged)' if cfg.llm.adapt != 'frozen' else ''} in {out}; load with "

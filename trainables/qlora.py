@@ -3,7 +3,7 @@
 The base model (Whisper, sequence-to-sequence; or wav2vec2, CTC) is frozen at 4-bit NF4/FP4
 (optionally double-quantised), 8-bit, 16-bit or 32-bit precision, and LoRA adapters are trained on
 the module kinds, stacks and layers the config names; optionally the ranks are allocated per module
-from activation entropy under a fixed budget (trainables.entropy), or by AdaLoRA. `optim.max_steps = 0`
+from activation entropy under a fixed budget (trainables.qlora_entropy), or by AdaLoRA. `optim.max_steps = 0`
 evaluates the untuned model. Run it in-process with `run(config)` or on Ray Train workers with
 `train_loop_per_worker(config)`; either way it reports every metric of the MLflow contract.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from trainables import assets
-from trainables.batching import (
+from trainables.blocks.batching import (
     SpecAugmentConfig,
     WhisperFeatures,
     ctc_batch,
@@ -27,23 +27,11 @@ from trainables.batching import (
     spec_augment,
     whisper_labels,
 )
-from trainables.checkpoints import Checkpointer, ExtraState
-from trainables.config import ConfigError, merge, require, to_dict
-from trainables.data import DataConfig, Splits, load_splits
-from trainables.entropy import (
-    ActivationCollector,
-    EntropyConfig,
-    add_entropy_term,
-    allocate_ranks,
-    entropy_heatmap,
-    entropy_metrics,
-    lora_rank_pattern,
-    measure_entropy,
-    rank_spread,
-    sharpen,
-)
-from trainables.evaluation import EvalConfig, ctc_transcribe, evaluate
-from trainables.inference import (
+from trainables.blocks.checkpoints import Checkpointer, ExtraState
+from trainables.blocks.config import ConfigError, merge, require, to_dict
+from trainables.blocks.data import DataConfig, Splits, load_splits
+from trainables.blocks.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
     TaskRecogniser,
@@ -58,9 +46,9 @@ from trainables.inference import (
     widen_whisper_window,
     write_manifest,
 )
-from trainables.launch import entry_points
-from trainables.metrics import deployed_size_bytes, param_counts
-from trainables.models import (
+from trainables.blocks.launch import entry_points
+from trainables.blocks.metrics import deployed_size_bytes, param_counts
+from trainables.blocks.models import (
     Family,
     LoraConfig,
     PrecisionConfig,
@@ -76,8 +64,8 @@ from trainables.models import (
     target_module_names,
     window_positions,
 )
-from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.training import (
+from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.training import (
     OptimConfig,
     Stepper,
     all_gather_objects,
@@ -87,6 +75,18 @@ from trainables.training import (
     seed_everything,
     unwrap,
     world,
+)
+from trainables.qlora_entropy import (
+    ActivationCollector,
+    EntropyConfig,
+    add_entropy_term,
+    allocate_ranks,
+    entropy_heatmap,
+    entropy_metrics,
+    lora_rank_pattern,
+    measure_entropy,
+    rank_spread,
+    sharpen,
 )
 
 # --------------------------------------------------------------------------- config

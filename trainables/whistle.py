@@ -45,22 +45,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables import assets, inference, models
+from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.assets.corpus import CORPORA
-from trainables.audio import SAMPLE_RATE
-from trainables.batching import WhisperFeatures, epoch_batches, whisper_labels
-from trainables.checkpoints import Checkpointer
-from trainables.config import ConfigError, merge, require, to_dict
-from trainables.data import DataConfig, Splits, load_speech, load_splits, load_texts
-from trainables.evaluation import EvalConfig, evaluate, whisper_transcribe
-from trainables.inference import ArtifactError, Recogniser, Trial
-from trainables.launch import entry_points
-from trainables.metrics import MB, deployed_size_bytes, param_counts
-from trainables.models import LoraConfig, PrecisionConfig
-from trainables.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.speech_encoders import encoder_states, load_speech_encoder
-from trainables.training import OptimConfig, Stepper, device, seed_everything, world
+from trainables.blocks import inference, models
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.batching import WhisperFeatures, epoch_batches, whisper_labels
+from trainables.blocks.checkpoints import Checkpointer
+from trainables.blocks.config import ConfigError, merge, require, to_dict
+from trainables.blocks.data import DataConfig, Splits, load_speech, load_splits, load_texts
+from trainables.blocks.evaluation import EvalConfig, evaluate, whisper_transcribe
+from trainables.blocks.inference import ArtifactError, Recogniser, Trial
+from trainables.blocks.launch import entry_points
+from trainables.blocks.metrics import MB, deployed_size_bytes, param_counts
+from trainables.blocks.models import LoraConfig, PrecisionConfig
+from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.speech_encoders import encoder_states, load_speech_encoder
+from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything, world
 
 Mode = Literal["none", "text_lm", "tts", "tle", "tts+tle"]
 SAMPLES_PER_FRAME = SAMPLE_RATE // 50

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainables.config import ConfigError
-from trainables.metrics import safetensors_bytes, safetensors_dtype_itemsize
+from trainables.blocks.config import ConfigError
+from trainables.blocks.metrics import safetensors_bytes, safetensors_dtype_itemsize
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _looks_like_hub_id(name: str) -> bool:
 
 def check_model_source(name: str, field: str) -> None:
     """Cheap validation of a model name: an offline asset, a local model directory, or a reachable hub id."""
-    from trainables.data import hub_reachable
+    from trainables.blocks.data import hub_reachable
 
     if name in ASSETS:
         if ASSETS[name].kind != "model":
@@ -108,7 +108,7 @@ def check_model_source(name: str, field: str) -> None:
 
 
 def check_data_source(source: str, field: str) -> None:
-    from trainables.data import validate_source
+    from trainables.blocks.data import validate_source
 
     try:
         validate_source(source)

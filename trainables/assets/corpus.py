@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.assets.sentences import make_sentences
-from trainables.audio import SAMPLE_RATE, resample
+from trainables.blocks.audio import SAMPLE_RATE, resample
 
 # Bump when the grammar, word lists or synthesis change, so cached corpora are rebuilt.
 CORPUS_VERSION = 1

@@ -33,7 +33,7 @@ from types import ModuleType
 
 import numpy as np
 
-from trainables.audio import SAMPLE_RATE
+from trainables.blocks.audio import SAMPLE_RATE
 
 SUPPORTED_BINARY_VERSIONS = (6,)
 WHISPER_SPEC = "WhisperSpec"

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainables.config import require
-from trainables.loaders.quantised_whisper import unpack_bits  # noqa: F401  (reading back is the export loader's job)
+from trainables.blocks.config import require
+from trainables.loaders.dq_whisper import unpack_bits  # noqa: F401  (reading back is the export loader's job)
 
 QUANT_BITS = (2, 3, 4, 8, 16)
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from trainables import progress
-from trainables.config import ConfigError, require
-from trainables.metrics import EnergyMeter
+from trainables.blocks import progress
+from trainables.blocks.config import ConfigError, require
+from trainables.blocks.metrics import EnergyMeter
 
 
 @dataclass
@@ -50,7 +50,7 @@ class OptimConfig:
     """Mixed precision: auto = bf16 (or fp16) on CUDA, off on CPU."""
     checkpoint_every: int = 50
     """Inside Ray Train, save a resumable checkpoint every this many steps (0 = never): a trial whose worker
-    or node is lost resumes from the latest one (trainables/checkpoints.py)."""
+    or node is lost resumes from the latest one (trainables/blocks/checkpoints.py)."""
 
     def check(self) -> None:
         require(self.lr > 0, "lr", f"must be positive, got {self.lr}")

@@ -20,9 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from trainables.audio import SAMPLE_RATE
-from trainables.batching import length_buckets
-from trainables.config import ConfigError, merge
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.batching import length_buckets
+from trainables.blocks.config import ConfigError, merge
 
 
 @runtime_checkable
@@ -30,7 +30,7 @@ class Recogniser(Protocol):
     """A trained result, loaded and ready to transcribe."""
 
     def transcribe(self, audio: list[np.ndarray]) -> list[str]:
-        """One transcript per clip; each clip is mono float32 at `trainables.audio.SAMPLE_RATE`."""
+        """One transcript per clip; each clip is mono float32 at `trainables.blocks.audio.SAMPLE_RATE`."""
         ...
 
 
@@ -258,4 +258,4 @@ def write_manifest(out: Path, trial: Trial, method: str, kind: str, **extra: Any
 
 def copy_loader(name: str, out: Path, as_name: str) -> None:
     """Copy the standalone loader `trainables/loaders/NAME.py` into an export folder as `as_name`."""
-    shutil.copy(Path(__file__).parent / "loaders" / f"{name}.py", out / as_name)
+    shutil.copy(Path(__file__).parents[1] / "loaders" / f"{name}.py", out / as_name)

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.audio import SAMPLE_RATE
-from trainables.config import require
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.config import require
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from trainables.config import ConfigError, require
+from trainables.blocks.config import ConfigError, require
 
 Family = Literal["whisper", "wav2vec2", "causal_lm"]
 

@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables import METHODS, progress
-from trainables.config import redact, to_dict
-from trainables.metrics import MB, peak_host_mem_mb, peak_vram_mb
-from trainables.training import Stepper, all_gather_objects, in_ray_train, reduce_max, world
+from trainables import METHODS
+from trainables.blocks import progress
+from trainables.blocks.config import redact, to_dict
+from trainables.blocks.metrics import MB, peak_host_mem_mb, peak_vram_mb
+from trainables.blocks.training import Stepper, all_gather_objects, in_ray_train, reduce_max, world
 
 
 def contract_metrics(final: Mapping[str, Any], *, samples_per_s: float, size_bytes: float, original_bytes: float,

@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables import assets, models
+from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
-from trainables.config import ConfigError
-from trainables.loaders.audio_llm import SpeechEncoder
-from trainables.models import PrecisionConfig
+from trainables.blocks import models
+from trainables.blocks.config import ConfigError
+from trainables.blocks.models import PrecisionConfig
+from trainables.loaders.llm_adaptor import SpeechEncoder
 
 ENCODER_TYPES = {"whisper": "whisper", "wav2vec2": "ctc", "hubert": "ctc", "wavlm": "ctc", "data2vec-audio": "ctc"}
 

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables import progress
-from trainables.batching import BatchStream
-from trainables.training import Stepper, all_gather_objects, in_ray_train, unwrap, world
+from trainables.blocks import progress
+from trainables.blocks.batching import BatchStream
+from trainables.blocks.training import Stepper, all_gather_objects, in_ray_train, unwrap, world
 
 STATE_FILE = "training_state.pt"
 """The file in a mid-training checkpoint (a trial's final checkpoint is its artifact folder instead)."""
@@ -178,7 +178,7 @@ class Checkpointer:
 
     def step_done(self, step: int, point: dict[str, float], validation: dict[str, float] | None = None) -> None:
         """Record a finished step; report validation metrics and, when one is due, a checkpoint, to Ray Train."""
-        from trainables.results import report
+        from trainables.blocks.results import report
 
         self.history.append(point)
         metrics = {**point, **(validation or {})}

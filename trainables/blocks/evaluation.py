@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from trainables import progress
-from trainables.audio import SAMPLE_RATE
-from trainables.batching import ctc_batch, length_buckets
-from trainables.config import require
-from trainables.metrics import error_rates, utterance_errors
-from trainables.training import all_gather_objects, unwrap, world
+from trainables.blocks import progress
+from trainables.blocks.audio import SAMPLE_RATE
+from trainables.blocks.batching import ctc_batch, length_buckets
+from trainables.blocks.config import require
+from trainables.blocks.metrics import error_rates, utterance_errors
+from trainables.blocks.training import all_gather_objects, unwrap, world
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trainables import load_method
-from trainables.config import ConfigError, build
+from trainables.blocks.config import ConfigError, build
 
 CONFIG_ERROR = "config_error"
 """The result key under which a worker hands back a ConfigError instead of raising it (see train_loop_per_worker)."""
@@ -28,9 +28,9 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
       them outside it; it returns the metrics;
     - `train_loop_per_worker(dict)` is Ray Train's entry point: `run(parse_config(dict))`.
     """
-    from trainables.checkpoints import finished_result, restarts
-    from trainables.results import report
-    from trainables.training import in_ray_train
+    from trainables.blocks.checkpoints import finished_result, restarts
+    from trainables.blocks.results import report
+    from trainables.blocks.training import in_ray_train
 
     def parse_config(config: dict[str, Any]) -> C:
         return build(config_cls, config)
@@ -98,7 +98,7 @@ def report_config_error(message: str) -> None:
 
     import ray.train
 
-    from trainables.training import world
+    from trainables.blocks.training import world
 
     if world()[0] != 0:
         ray.train.report({CONFIG_ERROR: message})

@@ -80,8 +80,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from trainables.config import require
-from trainables.models import MODULE_KINDS
+from trainables.blocks.config import require
+from trainables.blocks.models import MODULE_KINDS
 
 Side = Literal["input", "output"]
 

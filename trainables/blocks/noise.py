@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
+from trainables.blocks.audio import AUDIO_SUFFIXES, SAMPLE_RATE, read_audio
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "babble", "folder")
 

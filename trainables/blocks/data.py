@@ -25,8 +25,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from trainables.assets.corpus import CORPORA, ensure_corpus
-from trainables.audio import AUDIO_SUFFIXES, SAMPLE_RATE, decode_audio
-from trainables.config import require
+from trainables.blocks.audio import AUDIO_SUFFIXES, SAMPLE_RATE, decode_audio
+from trainables.blocks.config import require
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",

@@ -124,6 +124,7 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
         target_module_names,
         window_positions,
     )
+    from trainables.blocks.tasks import WhisperSeq2Seq
     from trainables.blocks.training import device, seed_everything
 
     module = load_method(spec["method"])
@@ -169,7 +170,7 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     out = trainer.train()
     t2 = time.perf_counter()
     losses = [float(x["loss"]) for x in trainer.state.log_history if "loss" in x]  # logged every step, as ours
-    task = module.WhisperTask(cfg, source, splits.encoder_window_s)
+    task = WhisperSeq2Seq(source, splits.encoder_window_s, cfg.eval.max_new_tokens)
     final = evaluate(task, model, splits.test, cfg.eval.batch_size, dev, input_dtype(model))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"samples_per_s": steady_rate(ends, o.batch_size * o.grad_accum), "wer": float(final["wer"]),

@@ -111,9 +111,26 @@ def test_the_shared_step_is_the_only_place_that_steps_an_optimiser() -> None:
                  if path.name != "training.py"
                  for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def _lines_matching(pattern: str, *, but: tuple[str, ...]) -> list[str]:
+    regex = re.compile(pattern)
+    return [f"{path.relative_to(ROOT)}:{i}" for path in sorted((ROOT / "trainables").rglob("*.py"))
+            if path.relative_to(ROOT).as_posix() not in but
+            for i, line in enumerate(path.read_text().splitlines(), 1) if regex.search(line)]
+
+
+def test_one_step_loop_and_one_trial_end_serve_every_method() -> None:
+    """`loop.fit` is the only loop over optimiser steps and `finish.finish_trial` the only writer of a trial's
+    artifacts and contract metrics; every method trains through the one and ends through the other."""
+    assert _lines_matching(r"\.steps\(|\.step_done\(|stepper\.step\(|for step in",
+                           but=("trainables/blocks/loop.py",)) == []
+    assert _lines_matching(r"write_artifacts\(|contract_metrics\(|energy_metrics\(|artifact_dir\(",
+                           but=("trainables/blocks/finish.py",)) == []
     for name in METHODS:
         source = (ROOT / "trainables" / f"{name}.py").read_text()
-        assert "stepper.step(" in source, name
+        assert re.search(r"\bfit\(", source), f"{name} does not train with loop.fit"
+        assert "-> Outcome:" in source and "entry_points(CONFIG, setup, train, measure)" in source, name
 
 
 def test_a_two_worker_request_for_a_one_worker_method_fails_at_dry_run(tmp_path: Path,

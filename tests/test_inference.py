@@ -220,7 +220,7 @@ def test_a_trial_that_saved_no_weights_says_so(tiny_whisper_dir: Path, tmp_path:
     folder = tmp_path / "trial"
     folder.mkdir()
     config = qlora.parse_config({"model": str(tiny_whisper_dir), "save_adapter": False})
-    from trainables.blocks.results import write_artifacts
+    from trainables.blocks.finish import write_artifacts
 
     write_artifacts(folder, config, {"encoder_window_s": 4.0}, [], {})
     with pytest.raises(ArtifactError, match="saved no trained weights .save_adapter is false"):

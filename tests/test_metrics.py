@@ -12,6 +12,7 @@ import torch
 
 from tests.conftest import ROOT
 from trainables.blocks.config import build
+from trainables.blocks.finish import energy_metrics
 from trainables.blocks.metrics import (
     EnergyMeter,
     bleu,
@@ -23,7 +24,6 @@ from trainables.blocks.metrics import (
     utterance_errors,
 )
 from trainables.blocks.models import PrecisionConfig, load_base_model
-from trainables.blocks.results import energy_metrics
 from trainables.blocks.training import OptimConfig, Stepper, Throughput
 
 

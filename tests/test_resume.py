@@ -255,6 +255,7 @@ def test_a_saved_state_reads_back_with_weights_only(monkeypatch: pytest.MonkeyPa
     `torch.load(weights_only=True)`; restoring it brings the generators and the data position back."""
     from trainables.blocks.batching import BatchStream
     from trainables.blocks.config import build
+    from trainables.blocks.loop import fit
     from trainables.blocks.training import OptimConfig, Stepper
 
     model = _Two()
@@ -275,8 +276,7 @@ def test_a_saved_state_reads_back_with_weights_only(monkeypatch: pytest.MonkeyPa
             x = torch.tensor([[float(i), draws[-1], 1.0] for i in idx])
             return net.a(x).pow(2).mean(), {}
 
-        for step in ckpt.steps(1, 4, stepper, streams={"data": stream}, generators={"gen": gen}):
-            ckpt.step_done(step, {"step": step, **stepper.step(loss)})
+        fit(ckpt, stepper, loss, streams={"data": stream}, generators={"gen": gen})
         model.load_state_dict(net.state_dict())
         return ckpt.history, seen, draws
 

@@ -117,7 +117,7 @@ def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encod
     assert all(torch.equal(v, tle_before[n]) for n, v in s.tle.state_dict().items())
     metrics, out = whistle.finish(s, history, stepper)
     assert encoder_calls  # evaluation decodes real audio through the real encoder
-    for name in ("wer", "cer", "source_wer", "mse", "kl", "kl_active_dims", "length_rel_error", "tle_size_mb",
+    for name in ("wer", "cer", "wer_source", "mse", "kl", "kl_active_dims", "length_rel_error", "tle_size_mb",
                  "model_size_mb", "compression_ratio", "train_samples_per_s", "peak_host_mem_mb", "latency_ms_per_utt"):
         assert math.isfinite(metrics[name]), name
     assert (out / "adapter").is_dir() and (out / "tle" / "tle.pt").exists()
@@ -223,7 +223,7 @@ def test_a_two_trial_sweep_with_a_text_file_builds_the_states_and_the_tle_once(t
     assert len(children) == 2 and all(r.info.status == "FINISHED" for r in children)
     for r in children:
         assert r.data.params["target.text"] == str(text)
-        for name in (*CONTRACT_METRICS, "source_wer", "mse", "kl", "kl_active_dims"):
+        for name in (*CONTRACT_METRICS, "wer_source", "mse", "kl", "kl_active_dims"):
             assert name in r.data.metrics, name
         assert r.data.metrics["target_sentences"] == 12
 

@@ -2,8 +2,9 @@
 
 `METHODS` is the explicit registry from a method's name to its module, and `Method` is what such a
 module must define (checked by `load_method` and by tests/test_contract.py over every entry). A method
-file gets `parse_config`, `run` and `train_loop_per_worker` from `trainables.blocks.launch.entry_points`, which
-builds them from its `setup`, `train` and `finish`; what differs between methods is written once, in its file.
+file gets `parse_config`, `run`, `train_loop_per_worker` and `finish` from `trainables.blocks.launch.entry_points`, which
+builds them from its `setup`, `train` (one `blocks.loop.fit` per phase) and `measure` (what the shared
+`blocks.finish.finish_trial` scores and saves); what differs between methods is written once, in its file.
 """
 
 from __future__ import annotations

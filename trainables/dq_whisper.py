@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -49,11 +50,12 @@ import torch.nn.functional as F
 from trainables import assets
 from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.blocks import progress
-from trainables.blocks.batching import SpecAugmentConfig, WhisperFeatures, epoch_batches, spec_augment, whisper_labels
+from trainables.blocks.batching import SpecAugmentConfig, epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require
 from trainables.blocks.data import DataConfig, Splits, load_splits
-from trainables.blocks.evaluation import EvalConfig, evaluate, whisper_transcribe
+from trainables.blocks.evaluation import EvalConfig, validator
+from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
@@ -69,10 +71,11 @@ from trainables.blocks.inference import (
     write_manifest,
 )
 from trainables.blocks.launch import entry_points
+from trainables.blocks.loop import fit
 from trainables.blocks.metrics import param_counts
 from trainables.blocks.models import PrecisionConfig, load_base_model, shrink_whisper_encoder, window_positions
 from trainables.blocks.noise import noisy_copies
-from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
+from trainables.blocks.tasks import WhisperSeq2Seq
 from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything
 from trainables.dq_whisper_quant import QuantConfig, add_fake_quant, export_quantised
 from trainables.loaders.dq_whisper import dequantised_state_dict, model_from_state
@@ -276,24 +279,6 @@ def combine(ce: torch.Tensor, kd: torch.Tensor | None, alpha: float) -> torch.Te
 # --------------------------------------------------------------------------- batching, decoding, the teacher's cache
 
 
-class WhisperTask:
-    """Whisper batching, labels, decoding (multilingual models told the language), for student and teacher."""
-
-    def __init__(self, source: str, window_s: float, max_new_tokens: int) -> None:
-        from transformers import WhisperProcessor
-
-        self.processor = WhisperProcessor.from_pretrained(source)
-        self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
-        self.max_new_tokens = max_new_tokens
-
-    def labels(self, model: torch.nn.Module, utts: list[dict]) -> torch.Tensor:
-        return whisper_labels(self.processor.tokenizer, [u["text"] for u in utts], model.config.decoder_start_token_id,
-                              self.max_new_tokens)
-
-    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        return whisper_transcribe(model, self.features, self.processor.tokenizer, utts, dev, dtype, self.max_new_tokens)
-
-
 def teacher_cache(cfg: DQWhisperConfig, teacher_source: str, train: list[dict], window_s: float,
                   dev: torch.device) -> Path:
     """Teacher top-k logits and decoder hidden states of every training utterance, built once on disk."""
@@ -305,12 +290,12 @@ def teacher_cache(cfg: DQWhisperConfig, teacher_source: str, train: list[dict], 
     def build_cache(out: Path) -> None:
         teacher = load_base_model(teacher_source, "whisper", PrecisionConfig(bits=32), dev).eval()
         shrink_whisper_encoder(teacher, window_positions(window_s))
-        task = WhisperTask(teacher_source, window_s, cfg.eval.max_new_tokens)
+        task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens)
         index = {}
         for start in progress.tracked(range(0, len(train), 8), "teacher outputs (once)"):
             utts = train[start : start + 8]
             feats, _ = task.features.batch(utts)
-            labels = task.labels(teacher, utts)
+            labels = task.labels(teacher, [u["text"] for u in utts])
             with torch.no_grad():
                 o = teacher(input_features=feats.to(dev), labels=labels.to(dev), output_hidden_states=True)
             vals, idx = o.logits.float().topk(cfg.distill.top_k, dim=-1)
@@ -376,7 +361,7 @@ class Setup:
     splits: Splits
     teacher_source: str
     student: torch.nn.Module
-    task: WhisperTask
+    task: WhisperSeq2Seq
     bits: dict[str, int]
     """Quantised module name -> bits."""
     counts: dict[str, float]
@@ -401,7 +386,7 @@ def setup(cfg: DQWhisperConfig) -> Setup:
         p.requires_grad_(True)
     student.model.encoder.embed_positions.weight.requires_grad_(False)  # Whisper's fixed sinusoidal table
     bits = add_fake_quant(student, cfg.quant)
-    task = WhisperTask(teacher_source, window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens, spec_augment=cfg.spec_augment)
     cache, index, projection = None, {}, None
     if cfg.distill.alpha > 0 and cfg.optim.max_steps > 0:
         cache = teacher_cache(cfg, teacher_source, splits.train, window_s, dev)
@@ -422,15 +407,15 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     batches = epoch_batches([len(u["audio"]) for u in s.splits.train], cfg.optim.batch_size, cfg.seed, 0, 1)
     gen = torch.Generator().manual_seed(cfg.seed)
     use_teacher = s.cache is not None
+    nan = float("nan")
 
     def micro_loss(micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         utts = [s.splits.train[i] for i in next(batches)]
-        feats, frames = s.task.features.batch(utts)
-        feats = spec_augment(feats.clone(), frames, cfg.spec_augment, gen)
-        labels = s.task.labels(s.student, utts)
+        feats = s.task.inputs(utts, gen)  # SpecAugment-masked
+        labels = s.task.labels(s.student, [u["text"] for u in utts])
         out = s.student(input_features=feats.to(s.dev), labels=labels.to(s.dev), output_hidden_states=use_teacher)
-        if not use_teacher:
-            return out.loss, {"ce_loss": float(out.loss.detach())}
+        if not use_teacher:  # no distillation term was computed
+            return out.loss, {"ce_loss": float(out.loss.detach()), "kd_loss": nan, "kl": nan, "hidden_loss": nan}
         mask = (labels != -100).to(s.dev)
         vals, idx, t_hidden = load_teacher_batch(s.cache, s.index, utts, labels.shape[1], s.dev)
         kl = kd_kl(out.logits, vals, idx, mask, dist.temperature)
@@ -446,46 +431,36 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     modules = {"student": s.student, **({"projection": s.projection} if s.projection else {})}
     ckpt = Checkpointer(cfg.optim.checkpoint_every, modules, total_steps=steps)
     s.student.train()
-    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}, generators={"augment": gen}):
-        point = {"step": step, **stepper.step(micro_loss)}
-        if not use_teacher:  # no distillation term was computed
-            point.update(kd_loss=float("nan"), kl=float("nan"), hidden_loss=float("nan"))
-        val = None
-        if cfg.eval.due(step, steps):
-            v = evaluate(s.task, s.student, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
-        ckpt.step_done(step, point, val)
+    fit(ckpt, stepper, micro_loss, streams={"train": batches}, generators={"augment": gen}, eval_every=cfg.eval.every,
+        validate=validator(s.task, s.student, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32))
     return ckpt.history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
-    """Evaluate on clean and noisy test sets, export the packed student (its size is model_size_mb), report."""
-    cfg, batch = s.cfg, s.cfg.eval.batch_size
-    s.student.eval()
-    v = evaluate(s.task, s.student, s.splits.val, batch, s.dev, torch.float32)
-    final = evaluate(s.task, s.student, s.splits.test, batch, s.dev, torch.float32)
-    noisy_test = noisy_copies(s.splits.test, cfg.eval_noise, cfg.eval_snr_db, EVAL_NOISE_SEED)
-    noisy = evaluate(s.task, s.student, noisy_test, batch, s.dev, torch.float32)
-    out = artifact_dir()
-    parts = export_quantised(s.student, out / "student" / "model.safetensors")
+def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> Outcome:
+    """Scored on the clean test split (the headline) and a noisy copy of it; the deployed size is the packed
+    student's file, written once here and moved into the artifacts."""
+    cfg = s.cfg
+    packed = Path(tempfile.mkdtemp(prefix="dq-whisper-student-")) / "model.safetensors"
+    parts = export_quantised(s.student, packed)
     last = history[-1] if history else {}
-    metrics: dict[str, float] = {
-        "step": cfg.optim.max_steps, "loss": last.get("loss", float("nan")),
+    metrics = {
         **{k: last.get(k, float("nan")) for k in ("ce_loss", "kd_loss", "kl", "hidden_loss")},
-        "wer_clean": final["wer"], "cer_clean": final["cer"], "wer_noisy": noisy["wer"], "cer_noisy": noisy["cer"],
-        "val_wer": v["wer"], "val_cer": v["cer"],
-        **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0, size_bytes=parts["file"],
-                           original_bytes=assets.stored_bytes(assets.model_files_dir(s.teacher_source)), counts=s.counts),
-        **energy_metrics(stepper),
         "encoder_window_s": s.splits.encoder_window_s, "quantised_layers": float(len(s.bits)),
         "student_encoder_layers": float(s.student.config.encoder_layers),
         "student_decoder_layers": float(s.student.config.decoder_layers),
     }
-    write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"], "hypotheses_noisy.jsonl": noisy["rows"]},
-                    {"size_breakdown.json": parts})
-    if not cfg.save_model:
-        (out / "student" / "model.safetensors").unlink()
-    return metrics, out
+
+    def save(out: Path) -> None:
+        if cfg.save_model:
+            (out / "student").mkdir()
+            shutil.move(packed, out / "student" / "model.safetensors")
+        shutil.rmtree(packed.parent, ignore_errors=True)
+
+    noisy_test = noisy_copies(s.splits.test, cfg.eval_noise, cfg.eval_snr_db, EVAL_NOISE_SEED)
+    return Outcome(s.task, s.student, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
+                   test_name="clean", also={"noisy": noisy_test}, size_bytes=parts["file"],
+                   original_bytes=assets.stored_bytes(assets.model_files_dir(s.teacher_source)), counts=s.counts,
+                   stepper=stepper, metrics=metrics, json_files={"size_breakdown.json": parts}, save=save)
 
 
 # --------------------------------------------------------------------------- using the result: transcribe, export
@@ -523,7 +498,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The trial's student as deployed: its packed weights, dequantised."""
     trial = read_trial(artifacts)
     cfg, teacher_source, model = load_result(trial, device)
-    task = WhisperTask(teacher_source, trial.window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(teacher_source, trial.window_s, cfg.eval.max_new_tokens)
     return TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
 
 
@@ -572,6 +547,6 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
 
 CONFIG = DQWhisperConfig
 MAX_WORKERS: int | None = 1  # one Ray Train worker per trial: the dynamic layer matching and the export are written for one process
-parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+parse_config, run, train_loop_per_worker, finish = entry_points(CONFIG, setup, train, measure)
 # baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
 # (a finished trial's result, transcribing and exported) just above.

@@ -51,7 +51,9 @@ from trainables.blocks.batching import WhisperFeatures, ctc_batch, epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import merge, require, to_dict
 from trainables.blocks.data import DataConfig, Splits, load_splits
-from trainables.blocks.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.blocks.distributed import world
+from trainables.blocks.evaluation import EvalConfig, validator
+from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
@@ -68,11 +70,12 @@ from trainables.blocks.inference import (
     write_manifest,
 )
 from trainables.blocks.launch import entry_points
+from trainables.blocks.loop import fit
 from trainables.blocks.metrics import deployed_size_bytes, param_counts
 from trainables.blocks.models import LoraConfig, PrecisionConfig
 from trainables.blocks.noise import noisy_copies
-from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.blocks.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap, world
+from trainables.blocks.tasks import CTC
+from trainables.blocks.training import OptimConfig, Stepper, data_parallel, device, seed_everything, unwrap
 
 # --------------------------------------------------------------------------- config
 
@@ -350,12 +353,12 @@ class WhisperCTCStudent:
 
 
 class Wav2Vec2Student:
-    """Batching, CTC loss (the model's own) and greedy decoding of a wav2vec2-style CTC student."""
+    """Batching, CTC loss (the model's own, with the states KD needs) and greedy decoding (the shared
+    `tasks.CTC`) of a wav2vec2-style CTC student."""
 
     def __init__(self, source: str) -> None:
-        from transformers import AutoProcessor
-
-        self.processor = AutoProcessor.from_pretrained(source)
+        self.ctc = CTC(source)
+        self.processor = self.ctc.processor
 
     def forward(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,
                 want_hidden: bool) -> StepOut:
@@ -370,7 +373,7 @@ class Wav2Vec2Student:
         return StepOut(out.loss, out.hidden_states[-1], lengths)
 
     def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        return ctc_transcribe(self.processor, model, utts, dev, dtype)
+        return self.ctc.transcribe(model, utts, dev, dtype)
 
 
 def student_width(model: torch.nn.Module) -> int:
@@ -506,54 +509,42 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     modules = {"model": s.model, **({"projection": s.projection} if s.projection else {})}
     ckpt = Checkpointer(cfg.optim.checkpoint_every, modules, total_steps=steps)
     s.wrapped.train()
-    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}):
-        point = {"step": step, **stepper.step(micro_loss)}
-        val = None
-        if cfg.eval.due(step, steps):
-            v = evaluate(s.task, s.wrapped, s.noisy.val, cfg.eval.batch_size, s.dev, s.dtype)
-            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
-        ckpt.step_done(step, point, val)
+    fit(ckpt, stepper, micro_loss, streams={"train": batches}, eval_every=cfg.eval.every,
+        validate=validator(s.task, s.wrapped, s.noisy.val, cfg.eval.batch_size, s.dev, s.dtype))
     return ckpt.history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
-    """Evaluate on the noisy validation and test sets and the clean test set, write the artifacts, report."""
-    cfg, batch = s.cfg, s.cfg.eval.batch_size
-    v = evaluate(s.task, s.wrapped, s.noisy.val, batch, s.dev, s.dtype)
-    final = evaluate(s.task, s.wrapped, s.noisy.test, batch, s.dev, s.dtype)
-    clean = evaluate(s.task, s.wrapped, s.splits.test, batch, s.dev, s.dtype)
+def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> Outcome:
+    """Scored on the noisy validation and test sets (the headline) and the clean test set; the deployed size
+    against the student as loaded; the CTC head and KD projection saved beside the adapter."""
+    cfg = s.cfg
     stored_itemsize = assets.stored_itemsize(assets.model_files_dir(s.source))
     size_parts = deployed_size_bytes(s.model, stored_itemsize)
     # The student before adaptation, at its checkpoint's precision (for a Whisper student: its encoder + head).
     lora_numel = sum(p.numel() for n, p in s.model.named_parameters() if "lora_" in n)
     original = (s.counts["total_params"] - lora_numel) * stored_itemsize
     last = history[-1] if history else {}
-    metrics: dict[str, float] = {
-        "step": cfg.optim.max_steps,
-        "loss": last.get("loss", float("nan")),
+    metrics = {
         "ctc_loss": last.get("ctc_loss", float("nan")),
         "kd_loss": last.get("kd_loss", float("nan")),  # NaN with λ = 0: no KD term was computed
-        "wer_noisy": final["wer"], "cer_noisy": final["cer"], "wer_clean": clean["wer"], "cer_clean": clean["cer"],
-        "val_wer": v["wer"], "val_cer": v["cer"],
-        **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
-                           size_bytes=size_parts["total"], original_bytes=original, counts=s.counts),
-        **energy_metrics(stepper),
         "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
     }
-    out = None
-    if world()[0] == 0:
-        out = artifact_dir()
-        write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"], "hypotheses_clean.jsonl": clean["rows"]},
-                        {"size_breakdown.json": size_parts})
-        if cfg.save_adapter and stepper:
-            if cfg.lora.enabled:
-                s.model.save_pretrained(out / "adapter")
-            extra = {n: p.detach().cpu() for n, p in s.model.named_parameters() if ".head." in f".{n}"}
-            if s.projection is not None:
-                extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in s.projection.state_dict().items()})
-            if extra:
-                torch.save(extra, out / "head_and_projection.pt")
-    return metrics, out
+
+    def save(out: Path) -> None:
+        if not (cfg.save_adapter and stepper):
+            return
+        if cfg.lora.enabled:
+            s.model.save_pretrained(out / "adapter")
+        extra = {n: p.detach().cpu() for n, p in s.model.named_parameters() if ".head." in f".{n}"}
+        if s.projection is not None:
+            extra.update({f"kd_projection.{n}": p.detach().cpu() for n, p in s.projection.state_dict().items()})
+        if extra:
+            torch.save(extra, out / "head_and_projection.pt")
+
+    return Outcome(s.task, s.wrapped, s.dev, s.dtype, cfg.eval.batch_size, val=s.noisy.val, test=s.noisy.test,
+                   test_name="noisy", also={"clean": s.splits.test}, size_bytes=size_parts["total"],
+                   original_bytes=original, counts=s.counts, stepper=stepper, metrics=metrics,
+                   json_files={"size_breakdown.json": size_parts}, save=save)
 
 
 # --------------------------------------------------------------------------- using the result: transcribe, export
@@ -640,6 +631,6 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
 
 CONFIG = DQLoRAConfig
 MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
-parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+parse_config, run, train_loop_per_worker, finish = entry_points(CONFIG, setup, train, measure)
 # baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
 # (a finished trial's result, transcribing and exported) just above.

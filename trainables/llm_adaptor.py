@@ -41,14 +41,15 @@ from trainables.blocks.batching import epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require, to_dict
 from trainables.blocks.data import DataConfig, Splits, load_splits
-from trainables.blocks.evaluation import EvalConfig, evaluate
+from trainables.blocks.evaluation import EvalConfig, validator
+from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import ArtifactError, Recogniser, Trial
 from trainables.blocks.launch import entry_points
+from trainables.blocks.loop import fit
 from trainables.blocks.metrics import MB, deployed_size_bytes, param_counts
 from trainables.blocks.models import PrecisionConfig
-from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.blocks.speech_encoders import check_encoder_source, encoder_states, load_speech_encoder, rows
-from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything, world
+from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything
 from trainables.loaders.llm_adaptor import Adaptor, AudioLLM, SpeechEncoder, decode
 
 AUDIO_MARK = "<<audio>>"
@@ -391,10 +392,8 @@ def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
             return info_nce(audio.float(), text, c.temperature), {"retrieval_top1": retrieval_top1(audio.detach(), text)}
 
         s.model.adaptor.train()
-        for step in ckpt.steps(1, c.steps, stepper, streams={"contrastive": batches}):
-            point = stepper.step(contrastive_loss)
-            ckpt.step_done(step, {"step": step, "contrastive_loss": point["loss"], "contrastive_lr": point["lr"],
-                                  "retrieval_top1": point["retrieval_top1"]})
+        fit(ckpt, stepper, contrastive_loss, streams={"contrastive": batches},
+            names={"loss": "contrastive_loss", "lr": "contrastive_lr"})
     if cfg.optim.max_steps > 0:
         stepper = steppers["ce"] = Stepper(cfg.optim, trainable, s.dev, s.model)
         batches = epoch_batches(lengths, cfg.optim.batch_size, cfg.seed + 1, 0, 1)
@@ -405,13 +404,8 @@ def train(s: Setup) -> tuple[list[dict[str, float]], dict[str, Stepper | None]]:
 
         s.model.adaptor.train()
         s.model.llm.train(cfg.llm.adapt != "frozen")  # LoRA dropout on; a frozen LLM stays deterministic
-        for step in ckpt.steps(c.steps + 1, c.steps + cfg.optim.max_steps, stepper, streams={"ce": batches}):
-            point = {"step": step, **stepper.step(ce_loss)}
-            val = None
-            if cfg.eval.due(step - c.steps, cfg.optim.max_steps):
-                v = evaluate(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-                val = {"val_wer": v["wer"], "val_cer": v["cer"]}
-            ckpt.step_done(step, point, val)
+        fit(ckpt, stepper, ce_loss, first=c.steps + 1, streams={"ce": batches}, eval_every=cfg.eval.every,
+            validate=validator(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32))
     return ckpt.history, steppers
 
 
@@ -432,12 +426,11 @@ def alignment(s: Setup) -> dict[str, float]:
     return {"contrastive_loss": sum(losses) / max(1, counted), "retrieval_top1": sum(hits) / max(1, counted)}
 
 
-def finish(s: Setup, history: list[dict[str, float]], steppers: dict[str, Stepper | None],
-           ) -> tuple[dict[str, float], Path | None]:
-    """Evaluate from audio on the test split, measure the alignment, write the artifacts, return the metrics."""
+def measure(s: Setup, history: list[dict[str, float]], steppers: dict[str, Stepper | None]) -> Outcome:
+    """The alignment the contrastive phase reached, the sizes of encoder, LLM and adaptor as deployed, and the
+    adaptor (and the LLM's LoRA) to save."""
     cfg, model = s.cfg, s.model
     model.eval()
-    final = evaluate(s.task, model, s.splits.test, cfg.eval.batch_size, s.dev, torch.float32)
     aligned = alignment(s)
     # Sizes: the encoder and the LLM as their checkpoints store them (the LLM's 4-bit layers as packed),
     # the adaptor and LoRA as trained (fp32). The reference is the encoder and LLM as loaded, before adaptation.
@@ -446,16 +439,9 @@ def finish(s: Setup, history: list[dict[str, float]], steppers: dict[str, Steppe
     llm_itemsize = assets.stored_itemsize(assets.model_files_dir(s.llm_source))
     llm_parts = deployed_size_bytes(model.llm, llm_itemsize)
     adaptor_params = sum(p.numel() for p in model.adaptor.parameters())
-    size = encoder_bytes + llm_parts["total"] + 4 * adaptor_params
-    original = encoder_bytes + assets.stored_bytes(assets.model_files_dir(s.llm_source))
     ce, con = steppers["ce"], steppers["contrastive"]
     nan = float("nan")
-    metrics: dict[str, float] = {
-        "step": float(cfg.contrastive.steps * (con is not None) + cfg.optim.max_steps * (ce is not None)),
-        "loss": next((p["loss"] for p in reversed(history) if "loss" in p), nan),
-        **contract_metrics(final, samples_per_s=ce.samples_per_s if ce else 0.0, size_bytes=size,
-                           original_bytes=original, counts=param_counts(model)),
-        **energy_metrics(con, ce),
+    metrics = {
         **aligned,
         "contrastive_train_loss": next((p["contrastive_loss"] for p in reversed(history) if "contrastive_loss" in p), nan),
         "contrastive_samples_per_s": con.samples_per_s if con else 0.0,
@@ -463,16 +449,19 @@ def finish(s: Setup, history: list[dict[str, float]], steppers: dict[str, Steppe
         "audio_positions": float(model.adaptor.positions(model.encoder.frames)),
         "encoder_window_s": s.window_s,
     }
-    out = None
-    if world()[0] == 0:
-        out = artifact_dir()
-        write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"]},
-                        {"size_breakdown.json": {**llm_parts, "encoder": encoder_bytes, "adaptor": 4 * adaptor_params}})
+
+    def save(out: Path) -> None:
         if cfg.save_adaptor and (ce or con):
             save_adaptor(model, s.window_s, cfg, out)
             if cfg.llm.adapt != "frozen":
                 model.llm.save_pretrained(out / "llm_adapter")
-    return metrics, out
+
+    return Outcome(s.task, model, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
+                   size_bytes=encoder_bytes + llm_parts["total"] + 4 * adaptor_params,
+                   original_bytes=encoder_bytes + assets.stored_bytes(assets.model_files_dir(s.llm_source)),
+                   counts=param_counts(model), stepper=ce, other_steppers=(con,), metrics=metrics,
+                   json_files={"size_breakdown.json": {**llm_parts, "encoder": encoder_bytes,
+                                                       "adaptor": 4 * adaptor_params}}, save=save)
 
 
 def save_adaptor(model: AudioLLM, window_s: float, cfg: LLMAdaptorConfig, out: Path) -> None:
@@ -573,5 +562,5 @@ def save_encoder(encoder: SpeechEncoder, source: str, out: Path) -> None:
 
 CONFIG = LLMAdaptorConfig
 MAX_WORKERS: int | None = 1  # one Ray Train worker per trial: the adaptor is small and reads one cache of states
-parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+parse_config, run, train_loop_per_worker, finish = entry_points(CONFIG, setup, train, measure)
 # baseline_config (the untrained adaptor's config) is defined with the config, above.

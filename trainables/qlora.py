@@ -18,19 +18,13 @@ from typing import Any
 import torch
 
 from trainables import assets
-from trainables.blocks.batching import (
-    SpecAugmentConfig,
-    WhisperFeatures,
-    ctc_batch,
-    epoch_batches,
-    length_buckets,
-    spec_augment,
-    whisper_labels,
-)
+from trainables.blocks.batching import SpecAugmentConfig, epoch_batches, length_buckets
 from trainables.blocks.checkpoints import Checkpointer, ExtraState
 from trainables.blocks.config import ConfigError, merge, require, to_dict
 from trainables.blocks.data import DataConfig, Splits, load_splits
-from trainables.blocks.evaluation import EvalConfig, ctc_transcribe, evaluate
+from trainables.blocks.distributed import all_gather_objects, world
+from trainables.blocks.evaluation import EvalConfig, validator
+from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import (
     ArtifactError,
     Recogniser,
@@ -47,6 +41,7 @@ from trainables.blocks.inference import (
     write_manifest,
 )
 from trainables.blocks.launch import entry_points
+from trainables.blocks.loop import fit
 from trainables.blocks.metrics import deployed_size_bytes, param_counts
 from trainables.blocks.models import (
     Family,
@@ -64,18 +59,8 @@ from trainables.blocks.models import (
     target_module_names,
     window_positions,
 )
-from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
-from trainables.blocks.training import (
-    OptimConfig,
-    Stepper,
-    all_gather_objects,
-    autocast,
-    data_parallel,
-    device,
-    seed_everything,
-    unwrap,
-    world,
-)
+from trainables.blocks.tasks import CTC, TrainingTask, WhisperSeq2Seq
+from trainables.blocks.training import OptimConfig, Stepper, autocast, data_parallel, device, seed_everything, unwrap
 from trainables.qlora_entropy import (
     ActivationCollector,
     EntropyConfig,
@@ -178,48 +163,7 @@ def baseline_config(config: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- model and loss pieces
 
 
-class WhisperTask:
-    """Whisper batching, loss (the model's own cross-entropy on the transcript's tokens) and decoding."""
-
-    def __init__(self, cfg: QLoRAConfig, source: str, window_s: float) -> None:
-        from transformers import WhisperProcessor
-
-        self.processor = WhisperProcessor.from_pretrained(source)
-        self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
-        self.cfg = cfg
-
-    def loss(self, model: torch.nn.Module, utts: list[dict], gen: torch.Generator, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        feats, frames = self.features.batch(utts)
-        feats = spec_augment(feats.clone(), frames, self.cfg.spec_augment, gen)
-        start = unwrap(model).config.decoder_start_token_id
-        labels = whisper_labels(self.processor.tokenizer, [u["text"] for u in utts], start, self.cfg.eval.max_new_tokens)
-        return model(input_features=feats.to(dev, dtype), labels=labels.to(dev)).loss
-
-    @torch.no_grad()
-    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        feats, _ = self.features.batch(utts)
-        ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.cfg.eval.max_new_tokens)
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-
-
-class CTCTask:
-    """wav2vec2-style CTC batching, loss (the model's own) and greedy decoding."""
-
-    def __init__(self, source: str) -> None:
-        from transformers import AutoProcessor
-
-        self.processor = AutoProcessor.from_pretrained(source)
-
-    def loss(self, model: torch.nn.Module, utts: list[dict], gen: torch.Generator, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        batch = ctc_batch(self.processor, utts)
-        return model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev),
-                     labels=batch["labels"].to(dev)).loss
-
-    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        return ctc_transcribe(self.processor, model, utts, dev, dtype)
-
-
-def allocate_entropy_ranks(cfg: QLoRAConfig, task: WhisperTask | CTCTask, model: torch.nn.Module, targets: list[str], train: list[dict],
+def allocate_entropy_ranks(cfg: QLoRAConfig, task: TrainingTask, model: torch.nn.Module, targets: list[str], train: list[dict],
                            dev: torch.device, dtype: torch.dtype) -> tuple[dict[str, int], dict[str, float]]:
     """Measure activation entropy on calibration batches (on rank 0, shared with every worker) and split the rank budget.
 
@@ -239,7 +183,7 @@ def allocate_entropy_ranks(cfg: QLoRAConfig, task: WhisperTask | CTCTask, model:
 
         def forward(m: torch.nn.Module, utts: list[dict]) -> torch.Tensor:
             with autocast(cfg.optim, dev):
-                return task.loss(m, utts, gen, dev, dtype)
+                return task.loss(m, utts, dev, dtype, gen)
 
         entropies = measure_entropy(model, targets, batches, forward, side=ent.side, order=ent.order)
     entropies = all_gather_objects(entropies)[0]
@@ -327,7 +271,7 @@ class Setup:
     """The model with its adapters (what is saved)."""
     wrapped: torch.nn.Module
     """`model`, or DDP around it (what is trained and evaluated)."""
-    task: WhisperTask | CTCTask
+    task: WhisperSeq2Seq | CTC
     targets: list[str]
     """Names of the modules that get adapters."""
     dtype: torch.dtype
@@ -350,15 +294,15 @@ def setup(cfg: QLoRAConfig) -> Setup:
     family = family_of(mcfg)
     splits = load_splits(cfg.data)
     model = load_base_model(source, family, cfg.precision, dev)
-    task: WhisperTask | CTCTask
+    task: WhisperSeq2Seq | CTC
     if family == "whisper":
         window_s = splits.encoder_window_s
         shrink_whisper_encoder(model, window_positions(window_s))
-        task = WhisperTask(cfg, source, window_s)
+        task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens, spec_augment=cfg.spec_augment)
     else:
         window_s = 0.0
         model.config.mask_time_prob = 0.05 if cfg.spec_augment.enabled else 0.0
-        task = CTCTask(source)
+        task = CTC(source)
 
     check_lora_against_model(cfg.lora, mcfg)
     targets = target_module_names(model, family, cfg.lora, stack_depths(mcfg, family))
@@ -402,7 +346,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
 
     def micro_loss(micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         utts = [s.splits.train[i] for i in next(batches)]
-        loss = s.task.loss(s.wrapped, utts, gen, s.dev, s.dtype)
+        loss = s.task.loss(s.wrapped, utts, s.dev, s.dtype, gen)
         return add_entropy_term(loss, collector.activations, ent.lambda_, ent.order, ent.max_tokens), {}
 
     def after_backward(micro: int) -> dict[str, float]:
@@ -412,6 +356,9 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         collector.clear()
         return logged
 
+    def before_step(step: int) -> None:
+        collector.active = ent.collects(step)  # activations are kept only on steps that use or log them
+
     def after_update(step: int) -> None:
         if adalora:  # prunes ranks by importance: needs the gradients
             s.model.base_model.update_and_allocate(step)
@@ -419,34 +366,20 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     ckpt = Checkpointer(optim.checkpoint_every, {"model": s.model}, total_steps=steps,
                         extra=adalora_state(s.model) if adalora else None)
     s.wrapped.train()
-    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}, generators={"augment": gen}):
-        collector.active = ent.collects(step)
-        point = {"step": step, **stepper.step(micro_loss, after_backward=after_backward, after_update=after_update)}
-        val = None
-        if cfg.eval.due(step, steps):
-            v = evaluate(s.task, s.wrapped, s.splits.val, cfg.eval.batch_size, s.dev, s.dtype)
-            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
-        ckpt.step_done(step, point, val)
+    fit(ckpt, stepper, micro_loss, streams={"train": batches}, generators={"augment": gen},
+        validate=validator(s.task, s.wrapped, s.splits.val, cfg.eval.batch_size, s.dev, s.dtype),
+        eval_every=cfg.eval.every, before_step=before_step,
+        after_backward=after_backward, after_update=after_update)
     collector.detach()
     return ckpt.history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
-    """Evaluate on the validation and test splits, measure the deployed size, write the artifacts, report."""
+def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> Outcome:
+    """The deployed size, the ranks the adapters ended with, and the rank-0 artifacts particular to QLoRA."""
     cfg = s.cfg
-    v = evaluate(s.task, s.wrapped, s.splits.val, cfg.eval.batch_size, s.dev, s.dtype)
-    final = evaluate(s.task, s.wrapped, s.splits.test, cfg.eval.batch_size, s.dev, s.dtype)
     files = assets.model_files_dir(s.source)
     size_parts = deployed_size_bytes(s.model, assets.stored_itemsize(files))
-    metrics: dict[str, float] = {
-        "step": cfg.optim.max_steps,
-        "loss": history[-1]["loss"] if history else float("nan"),
-        "val_wer": v["wer"], "val_cer": v["cer"],
-        **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
-                           size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts),
-        **energy_metrics(stepper),
-        "encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0),
-    }
+    metrics = {"encoder_window_s": s.window_s, "lora_targets": float(len(s.targets) if cfg.lora.enabled else 0)}
     ranks = s.ranks
     if cfg.lora.enabled and cfg.lora.kind == "adalora" and stepper:  # ranks AdaLoRA kept, from its own record
         ranks = adalora_ranks(s.model, s.targets)
@@ -455,13 +388,13 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
         metrics.update({f"lora_rank_{k}": v for k, v in rank_spread(ranks).items()})
     if s.calibration:
         metrics["calibration_entropy_mean"] = sum(s.calibration.values()) / len(s.calibration)
-    out = None
-    if world()[0] == 0:
-        out = artifact_dir()
-        extra: dict[str, Any] = {"size_breakdown.json": size_parts}
+    json_files: dict[str, Any] = {"size_breakdown.json": size_parts}
+    if ranks:
+        json_files["rank_allocation.json"] = {n: {"entropy": s.calibration.get(n), "rank": ranks[n]} for n in s.targets
+                                              if n in ranks}
+
+    def save(out: Path) -> None:
         if ranks:
-            extra["rank_allocation.json"] = {n: {"entropy": s.calibration.get(n), "rank": ranks[n]} for n in s.targets
-                                             if n in ranks}
             spread = rank_spread(ranks)
             how = "AdaLoRA, after pruning" if cfg.lora.kind == "adalora" else f"entropy^{cfg.entropy.sharpness:g}"
             entropy_heatmap(ranks, out / "lora_ranks.png",
@@ -469,10 +402,12 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
                                   f"max {spread['max']:g}, Gini {spread['gini']:.2f})")
         if s.calibration:
             entropy_heatmap(s.calibration, out / "calibration_entropy.png", title="activation entropy (nats), calibration")
-        write_artifacts(out, cfg, metrics, history, {"hypotheses.jsonl": final["rows"]}, extra)
         if cfg.save_adapter and stepper:
             unwrap(s.wrapped).save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
-    return metrics, out
+
+    return Outcome(s.task, s.wrapped, s.dev, s.dtype, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
+                   size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts,
+                   stepper=stepper, metrics=metrics, json_files=json_files, save=save)
 
 
 # --------------------------------------------------------------------------- using the result: transcribe, export
@@ -510,7 +445,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The trial's model as it was evaluated (quantised base + adapter), decoding with its own task."""
     trial = read_trial(artifacts)
     cfg, source, family, model = load_result(trial, device)
-    task = WhisperTask(cfg, source, trial.window_s) if family == "whisper" else CTCTask(source)
+    task = (WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens) if family == "whisper" else CTC(source))
     return TaskRecogniser(task, model, device, input_dtype(model), trial.window_s, cfg.eval.batch_size)
 
 
@@ -558,6 +493,6 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
 
 CONFIG = QLoRAConfig
 MAX_WORKERS: int | None = None  # data-parallel over any number of Ray Train workers (DDP)
-parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+parse_config, run, train_loop_per_worker, finish = entry_points(CONFIG, setup, train, measure)
 # baseline_config (the untuned model's config) is defined with the config, above; recogniser and export
 # (a finished trial's result, transcribing and exported) just above.

@@ -30,7 +30,7 @@ model), `text_lm` (the decoder tuned on the target text with the encoder's state
 language-model-only baseline), `tts` (the target text spoken by espeak-ng with the corpus's training
 voices, tuned as paired data, the real encoder's states cached once), `tle`, and `tts+tle` (each batch
 half TTS, half TLE). `source_ratio` interleaves steps on the source domain's paired audio so that it is
-not forgotten; `source_wer` measures how much it is.
+not forgotten; `wer_source` measures how much it is.
 """
 
 from __future__ import annotations
@@ -50,18 +50,20 @@ from trainables.assets.cache import build_once, cache_root, input_key
 from trainables.assets.corpus import CORPORA
 from trainables.blocks import inference, models
 from trainables.blocks.audio import SAMPLE_RATE
-from trainables.blocks.batching import WhisperFeatures, epoch_batches, whisper_labels
+from trainables.blocks.batching import epoch_batches, whisper_labels
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require, to_dict
 from trainables.blocks.data import DataConfig, Splits, load_speech, load_splits, load_texts
-from trainables.blocks.evaluation import EvalConfig, evaluate, whisper_transcribe
+from trainables.blocks.evaluation import EvalConfig, validator
+from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import ArtifactError, Recogniser, Trial
 from trainables.blocks.launch import entry_points
+from trainables.blocks.loop import fit
 from trainables.blocks.metrics import MB, deployed_size_bytes, param_counts
 from trainables.blocks.models import LoraConfig, PrecisionConfig
-from trainables.blocks.results import artifact_dir, contract_metrics, energy_metrics, write_artifacts
 from trainables.blocks.speech_encoders import encoder_states, load_speech_encoder
-from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything, world
+from trainables.blocks.tasks import WhisperSeq2Seq
+from trainables.blocks.training import OptimConfig, Stepper, device, seed_everything
 
 Mode = Literal["none", "text_lm", "tts", "tle", "tts+tle"]
 SAMPLES_PER_FRAME = SAMPLE_RATE // 50
@@ -176,7 +178,7 @@ class WhisTLEConfig:
     """none, text_lm, tts, tle or tts+tle (see the module's docstring)."""
     data: DataConfig = field(default_factory=lambda: DataConfig(max_train_items=1000, max_val_items=100))
     """The source domain's paired speech: trains the TLE (train split), checks its length model
-    (validation) and measures forgetting (test: source_wer). Also the encoder window."""
+    (validation) and measures forgetting (test: wer_source). Also the encoder window."""
     target: TargetConfig = field(default_factory=TargetConfig)
     """The target domain's text and evaluation speech."""
     tle: TLEConfig = field(default_factory=TLEConfig)
@@ -344,9 +346,10 @@ def tokenize(tokenizer: Any, texts: list[str], max_tokens: int, dev: torch.devic
 
 def train_tle(cfg: TLEConfig, tokenizer: Any, d_model: int, window_s: float, train: list[dict], val: list[dict],
               states: np.ndarray, val_states: np.ndarray, dev: torch.device) -> tuple[TextToLatent, dict[str, Any]]:
-    """Phase 1: fit the length model, then train the TLE on (text, encoder states) pairs; returns it and its record."""
-    from tqdm import tqdm
+    """Phase 1: fit the length model, then train the TLE on (text, encoder states) pairs; returns it and its record.
 
+    It runs inside whichever trial first needs this TLE and is cached for every other: its loop keeps no
+    checkpoint of its own (a trial restarted meanwhile trains it again, from the same seed)."""
     frames = models.window_positions(window_s)
     torch.manual_seed(cfg.seed)
     tle = TextToLatent(cfg, len(tokenizer), d_model, frames).to(dev)
@@ -359,7 +362,11 @@ def train_tle(cfg: TLEConfig, tokenizer: Any, d_model: int, window_s: float, tra
     stepper = Stepper(optim, [p for p in tle.parameters() if p.requires_grad], dev, tle)
     batches = epoch_batches([len(u["text"]) for u in train], cfg.batch_size, cfg.seed, 0, 1)
     gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
+    beta = 0.0
+
+    def anneal(step: int) -> None:
+        nonlocal beta
+        beta = cfg.beta_at(step - 1)  # the schedule counts steps from 0
 
     def micro_loss(micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         idx = next(batches)
@@ -367,15 +374,14 @@ def train_tle(cfg: TLEConfig, tokenizer: Any, d_model: int, window_s: float, tra
         ids, mask = tokenize(tokenizer, [u["text"] for u in utts], cfg.max_tokens, dev)
         lengths = torch.tensor([speech_frames(u, frames) for u in utts])
         pred, mu, logvar = tle(ids, mask, lengths, gen)
-        beta = cfg.beta_at(step)
         target = torch.from_numpy(np.asarray(states[idx], dtype=np.float32)).to(dev)
         loss, parts = vae_loss(pred, target, mu, logvar, beta, cfg.free_bits)
         return loss, {**parts, "beta": beta}
 
-    history = []
+    ckpt = Checkpointer(0, {"tle": tle}, total_steps=cfg.steps)
     tle.train()
-    for step in tqdm(range(cfg.steps), desc="TLE phase 1 (once per config)", disable=None):
-        history.append({"step": step + 1, **stepper.step(micro_loss)})
+    fit(ckpt, stepper, micro_loss, before_step=anneal, progress_bar="TLE phase 1 (once per config)")
+    history = ckpt.history
     tle.eval()
     val_mse, kl_d = tle_fit(tle, tokenizer, val, val_states, cfg, dev)
     record = {"length_rel_error": length_rel_error, "mse": val_mse, "kl": float(kl_d.sum()),
@@ -428,18 +434,6 @@ def cached_tle(cfg: TLEConfig, source: str, tokenizer: Any, d_model: int, window
 # --------------------------------------------------------------------------- set-up, training, evaluation, report
 
 
-class WhisperTask:
-    """Decoding with the real encoder, for `evaluation.evaluate`."""
-
-    def __init__(self, processor: Any, window_s: float, max_new_tokens: int) -> None:
-        self.tokenizer = processor.tokenizer
-        self.features = WhisperFeatures(processor.feature_extractor, window_s)
-        self.max_new_tokens = max_new_tokens
-
-    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-        return whisper_transcribe(model, self.features, self.tokenizer, utts, dev, dtype, self.max_new_tokens)
-
-
 @dataclass
 class Setup:
     """Everything `setup` builds: the source splits, the target text and speech, the model, and what stands in
@@ -449,12 +443,12 @@ class Setup:
     dev: torch.device
     source: str
     splits: Splits
-    """The source domain's paired speech (its test split gives source_wer)."""
+    """The source domain's paired speech (its test split gives wer_source)."""
     target_texts: list[str]
     target_eval: list[dict]
     window_s: float
     model: torch.nn.Module
-    task: WhisperTask
+    task: WhisperSeq2Seq
     targets: list[str]
     counts: dict[str, float]
     tle: TextToLatent | None
@@ -477,17 +471,15 @@ def _window(cfg: WhisTLEConfig, splits: Splits, target_eval: list[dict]) -> floa
 
 def setup(cfg: WhisTLEConfig) -> Setup:
     """Load both domains, the model, its decoder adapter, and (once per cache key) the TLE, TTS or silence states."""
-    from transformers import WhisperProcessor
-
     dev = device()
     seed_everything(cfg.seed)
     source = assets.resolve_model(cfg.model)
-    processor = WhisperProcessor.from_pretrained(source)
     splits = load_splits(cfg.data)
     t = cfg.target
     target_eval = load_speech(t.eval_source, t.eval_split, max_items=t.max_eval_items, hub_config=t.hub_config)
     target_texts = load_texts(t.text, max_items=t.max_sentences, field="target.text", hub_config=t.hub_config)
     window_s = _window(cfg, splits, target_eval)
+    task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens)
     model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
     models.shrink_whisper_encoder(model, models.window_positions(window_s))
     d_model = model.config.d_model
@@ -495,7 +487,7 @@ def setup(cfg: WhisTLEConfig) -> Setup:
     trains = cfg.mode != "none" and cfg.optim.max_steps > 0
     tle, record, tts, silence, source_states = None, {}, None, None, None
     if trains and cfg.mode in ("tle", "tts+tle"):
-        tle, record = cached_tle(cfg.tle, source, processor.tokenizer, d_model, window_s, cfg.data, splits, dev)
+        tle, record = cached_tle(cfg.tle, source, task.tokenizer, d_model, window_s, cfg.data, splits, dev)
     if trains and cfg.mode in ("tts", "tts+tle"):
         key = {"texts": input_key({"texts": target_texts}), "tts": "espeak-ng train voices", "seed": 0}
         tts = encoder_states(source, window_s, lambda: speak_texts(target_texts, window_s), key, dev, "target-tts")
@@ -515,8 +507,8 @@ def setup(cfg: WhisTLEConfig) -> Setup:
         model.requires_grad_(False)
         if trains:
             model.model.decoder.requires_grad_(True)
-    return Setup(cfg, dev, source, splits, target_texts, target_eval, window_s, model,
-                 WhisperTask(processor, window_s, cfg.eval.max_new_tokens), targets, param_counts(model), tle, record,
+    return Setup(cfg, dev, source, splits, target_texts, target_eval, window_s, model, task, targets,
+                 param_counts(model), tle, record,
                  tts, silence, source_states)
 
 
@@ -567,38 +559,30 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         loss = s.model(encoder_outputs=(states,), labels=labels).loss
         return loss, {"source_loss" if on_source else "target_loss": float(loss.detach())}
 
+    def pick_stream(step: int) -> None:
+        # Source steps are spread evenly: step k is one when ⌊k·r⌋ moves on.
+        nonlocal on_source
+        on_source = math.floor(step * cfg.source_ratio) > math.floor((step - 1) * cfg.source_ratio)
+
     ckpt = Checkpointer(cfg.optim.checkpoint_every, {"model": s.model}, total_steps=steps)
     s.model.train()
-    streams = {"target": target_batches, "source": source_batches}
-    for step in ckpt.steps(1, steps, stepper, streams=streams, generators={"tle": gen}):
-        # Source steps are spread evenly: step k is one when ⌊k·r⌋ moves on.
-        on_source = math.floor(step * cfg.source_ratio) > math.floor((step - 1) * cfg.source_ratio)
-        point = {"step": step, **stepper.step(micro_loss)}
-        val = None
-        if cfg.eval.due(step, steps):  # the source's validation speech: the target domain lends no audio to decisions
-            v = evaluate(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32)
-            val = {"val_wer": v["wer"], "val_cer": v["cer"]}
-        ckpt.step_done(step, point, val)
+    # Validation is the source's speech: the target domain lends no audio to decisions.
+    fit(ckpt, stepper, micro_loss, streams={"target": target_batches, "source": source_batches},
+        generators={"tle": gen}, before_step=pick_stream, eval_every=cfg.eval.every,
+        validate=validator(s.task, s.model, s.splits.val, cfg.eval.batch_size, s.dev, torch.float32))
     return ckpt.history, stepper
 
 
-def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> tuple[dict[str, float], Path | None]:
-    """Evaluate on the target domain's speech and the source's test split with the real encoder; write; return."""
-    cfg, batch = s.cfg, s.cfg.eval.batch_size
+def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -> Outcome:
+    """Scored with the real encoder on the target domain's speech (the headline) and the source's test split;
+    the TLE's phase-1 record and curve beside phase 2's; the adapter and the TLE to save."""
+    cfg = s.cfg
     s.model.eval()
-    final = evaluate(s.task, s.model, s.target_eval, batch, s.dev, torch.float32)
-    source = evaluate(s.task, s.model, s.splits.test, batch, s.dev, torch.float32)
     files = assets.model_files_dir(s.source)
     size_parts = deployed_size_bytes(s.model, assets.stored_itemsize(files))
     tle_params = sum(p.numel() for p in s.tle.parameters()) if s.tle is not None else 0
     nan = float("nan")
-    metrics: dict[str, float] = {
-        "step": cfg.optim.max_steps if stepper else 0,
-        "loss": history[-1]["loss"] if history else nan,
-        "source_wer": source["wer"], "source_cer": source["cer"],
-        **contract_metrics(final, samples_per_s=stepper.samples_per_s if stepper else 0.0,
-                           size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts),
-        **energy_metrics(stepper),
+    metrics = {
         **{k: float(s.tle_record.get(k, nan)) for k in ("mse", "kl", "kl_active_dims", "length_rel_error")},
         "tle_params": float(tle_params), "tle_size_mb": 4 * tle_params / MB,
         "target_sentences": float(len(s.target_texts)), "encoder_window_s": s.window_s,
@@ -607,19 +591,19 @@ def finish(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) -
     # Phase 1's curve (shared by every trial that reuses the TLE) beside phase 2's, under its own names.
     phase1 = [{"step": p["step"], **{f"tle_{k}": v for k, v in p.items() if k != "step"}}
               for p in s.tle_record.get("history", [])]
-    out = None
-    if world()[0] == 0:
-        out = artifact_dir()
-        write_artifacts(out, cfg, metrics, history + phase1,
-                        {"hypotheses.jsonl": final["rows"], "hypotheses_source.jsonl": source["rows"]},
-                        {"size_breakdown.json": size_parts})
+
+    def save(out: Path) -> None:
         if cfg.save_adapter and stepper:
             s.model.save_pretrained(out / ("adapter" if cfg.lora.enabled else "model"))
         if cfg.save_adapter and s.tle is not None:
             (out / "tle").mkdir()
             torch.save(s.tle.state_dict(), out / "tle" / "tle.pt")
             (out / "tle" / "config.json").write_text(json.dumps({**to_dict(cfg.tle), "frames": s.tle.frames}, indent=2))
-    return metrics, out
+
+    return Outcome(s.task, s.model, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.target_eval,
+                   also={"source": s.splits.test}, size_bytes=size_parts["total"],
+                   original_bytes=assets.stored_bytes(files), counts=s.counts, stepper=stepper, metrics=metrics,
+                   json_files={"size_breakdown.json": size_parts}, history_extra=phase1, save=save)
 
 
 # --------------------------------------------------------------------------- using the result
@@ -649,11 +633,10 @@ def load_result(trial: Trial, dev: torch.device, *, merged: bool = False) -> tup
 
 def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The adapted Whisper as it was evaluated: the real encoder, the tuned decoder."""
-    from transformers import WhisperProcessor
 
     trial = inference.read_trial(artifacts)
     cfg, source, model = load_result(trial, device)
-    task = WhisperTask(WhisperProcessor.from_pretrained(source), trial.window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens)
     return inference.TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
 
 
@@ -688,5 +671,5 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
 
 CONFIG = WhisTLEConfig
 MAX_WORKERS: int | None = 1  # one Ray Train worker per trial: phase 2 is a small decoder-only job
-parse_config, run, train_loop_per_worker = entry_points(CONFIG, setup, train, finish)
+parse_config, run, train_loop_per_worker, finish = entry_points(CONFIG, setup, train, measure)
 # baseline_config (the untuned model's config) is defined with the config, above.

@@ -8,12 +8,12 @@ data stream has handed out, and the per-step history so far. When Ray Train rest
 `ray.train.get_checkpoint()` and the loop carries on from the step after it: the trial trains exactly
 `max_steps` steps and its history holds each step once.
 
-A method's loop uses it like this (one step axis; a method with phases calls `steps` once per phase):
+A method makes one Checkpointer per run (which modules' weights, and any state of its own, a resumed run
+needs) and trains with `loop.fit`, which is the only caller of `steps` and `step_done`; a method with phases
+calls `fit` once per phase with the same Checkpointer:
 
     ckpt = Checkpointer(cfg.optim.checkpoint_every, {"model": model}, total_steps=steps)
-    for step in ckpt.steps(1, steps, stepper, streams={"train": batches}, generators={"augment": gen}):
-        point = {"step": step, **stepper.step(micro_loss)}
-        ckpt.step_done(step, point, validation_metrics_or_None)
+    fit(ckpt, stepper, micro_loss, streams={"train": batches}, generators={"augment": gen}, ...)
     return ckpt.history, stepper
 
 Outside Ray Train (tests, notebooks, benchmarks) nothing is saved and nothing is restored.
@@ -34,7 +34,9 @@ import torch
 
 from trainables.blocks import progress
 from trainables.blocks.batching import BatchStream
-from trainables.blocks.training import Stepper, all_gather_objects, in_ray_train, unwrap, world
+from trainables.blocks.distributed import all_gather_objects, in_ray_train, world
+from trainables.blocks.finish import report
+from trainables.blocks.training import Stepper, unwrap
 
 STATE_FILE = "training_state.pt"
 """The file in a mid-training checkpoint (a trial's final checkpoint is its artifact folder instead)."""
@@ -123,7 +125,7 @@ def saving() -> bool:
 class Checkpointer:
     """Saves and restores one training run's resumable state; keeps its per-step history.
 
-    `every` = 0 never saves. Weights are those of `modules`' parameters that train (requires_grad), by name;
+    `every` = 0 never saves, and so never restores. Weights are those of `modules`' parameters that train (requires_grad), by name;
     frozen (possibly quantised) base weights are rebuilt by the method's setup, as on a first start.
     """
 
@@ -132,7 +134,8 @@ class Checkpointer:
         self.every, self.total_steps, self.extra = every, total_steps, extra
         self.modules = {name: unwrap(m) for name, m in modules.items()}
         self.history: list[dict[str, float]] = []
-        self.saved = latest_state()
+        # A run that never saves has nothing to resume from (a checkpoint there belongs to another loop of the trial).
+        self.saved = latest_state() if every > 0 else None
         self.resumed_from = 0
         """The step the run resumed after (0 on a fresh start)."""
         self._phase: tuple[Stepper, Mapping[str, BatchStream], Mapping[str, torch.Generator]] | None = None
@@ -178,8 +181,6 @@ class Checkpointer:
 
     def step_done(self, step: int, point: dict[str, float], validation: dict[str, float] | None = None) -> None:
         """Record a finished step; report validation metrics and, when one is due, a checkpoint, to Ray Train."""
-        from trainables.blocks.results import report
-
         self.history.append(point)
         metrics = {**point, **(validation or {})}
         if self.due(step):
@@ -192,7 +193,7 @@ class Checkpointer:
         return self.every > 0 and step % self.every == 0 and step < self.total_steps and saving()
 
     def _save_and_report(self, step: int, metrics: dict[str, float]) -> None:
-        assert self._phase is not None, "Checkpointer.steps must be called before step_done"
+        assert self._phase is not None, "loop.fit calls steps before step_done"
         stepper, streams, generators = self._phase
         # Every worker's generators (each draws its own augmentation and dropout), gathered to rank 0.
         mine = {"global": rng_state(), "generators": {name: g.get_state() for name, g in generators.items()}}

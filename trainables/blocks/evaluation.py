@@ -1,9 +1,10 @@
-"""Evaluation: its config, decoding a set on every worker and scoring it (corpus WER/CER, per-utterance
-errors, latency), and the greedy CTC transcriber the CTC models share."""
+"""Evaluation: its config, and decoding a set with a `tasks.Transcriber` on every worker and scoring it (corpus
+WER/CER, per-utterance errors, latency)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,10 +12,12 @@ import torch
 
 from trainables.blocks import progress
 from trainables.blocks.audio import SAMPLE_RATE
-from trainables.blocks.batching import ctc_batch, length_buckets
+from trainables.blocks.batching import length_buckets
 from trainables.blocks.config import require
+from trainables.blocks.distributed import all_gather_objects, world
 from trainables.blocks.metrics import error_rates, utterance_errors
-from trainables.blocks.training import all_gather_objects, unwrap, world
+from trainables.blocks.tasks import Transcriber
+from trainables.blocks.training import unwrap
 
 
 @dataclass
@@ -33,22 +36,14 @@ class EvalConfig:
         require(self.max_new_tokens >= 1, "max_new_tokens", f"must be at least 1, got {self.max_new_tokens}")
         require(self.every >= 0, "every", f"must be >= 0 (0 = only at the end), got {self.every}")
 
-    def due(self, step: int, max_steps: int) -> bool:
-        """Whether to evaluate on the validation split after `step` (the final evaluation happens anyway)."""
-        return self.every > 0 and step % self.every == 0 and step < max_steps
+
+Evaluation = dict[str, Any]
+"""An evaluated set: `wer`, `cer`, `latency_ms_per_utt`, `rtf`, and `rows` (per utterance: id, reference,
+hypothesis, word errors, reference words)."""
 
 
-@torch.no_grad()
-def ctc_transcribe(processor: Any, model: torch.nn.Module, utts: list[dict], dev: torch.device,
-                   dtype: torch.dtype) -> list[str]:
-    """Greedy CTC decoding of a wav2vec2-style model with its processor's vocabulary."""
-    batch = ctc_batch(processor, utts)
-    logits = model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev)).logits
-    return [t.strip() for t in processor.batch_decode(logits.argmax(-1))]
-
-
-def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,
-             dtype: torch.dtype) -> dict[str, Any]:
+def evaluate(task: Transcriber, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,
+             dtype: torch.dtype) -> Evaluation:
     """Decode this worker's share of `utts`, gather all workers' results, and score them."""
     rank, size = world()
     mine = utts[rank::size]
@@ -75,14 +70,12 @@ def evaluate(task: Any, model: torch.nn.Module, utts: list[dict], batch_size: in
             "rtf": total_s / max(total_audio, 1e-9)}
 
 
-@torch.no_grad()
-def whisper_transcribe(model: torch.nn.Module, features: Any, tokenizer: Any, utts: list[dict], dev: torch.device,
-                       dtype: torch.dtype, max_new_tokens: int) -> list[str]:
-    """Greedy Whisper decoding with the real encoder (`features` is a batching.WhisperFeatures); a multilingual
-    model is told the language (English) and the task, an English-only one needs neither."""
-    feats, _ = features.batch(utts)
-    kwargs: dict[str, Any] = {}
-    if getattr(model.generation_config, "is_multilingual", False):
-        kwargs = {"language": "en", "task": "transcribe"}
-    ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=max_new_tokens, **kwargs)
-    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+def validator(task: Transcriber, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,
+              dtype: torch.dtype) -> Callable[[], dict[str, float]]:
+    """What `loop.fit` calls to score the model on the validation split during training."""
+
+    def validate() -> dict[str, float]:
+        v = evaluate(task, model, utts, batch_size, dev, dtype)
+        return {"val_wer": v["wer"], "val_cer": v["cer"]}
+
+    return validate

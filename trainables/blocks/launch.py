@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainables import load_method
 from trainables.blocks.config import ConfigError, build
+
+if TYPE_CHECKING:
+    from trainables.blocks.finish import Outcome
 
 CONFIG_ERROR = "config_error"
 """The result key under which a worker hands back a ConfigError instead of raising it (see train_loop_per_worker)."""
@@ -17,23 +20,33 @@ C = TypeVar("C")
 S = TypeVar("S")
 
 
-def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[S], tuple[Any, Any]],
-                 finish: Callable[..., tuple[dict[str, float], Path | None]],
-                 ) -> tuple[Callable[[dict[str, Any]], C], Callable[[C], dict[str, float]], Callable[[dict[str, Any]], None]]:
-    """`parse_config`, `run` and `train_loop_per_worker` of a method, the same for every method.
+Finish = Callable[[Any, list[dict[str, float]], Any], tuple[dict[str, float], Path | None]]
+"""`finish(setup, history, stepper)`: the method's `measure`, then the shared `finish.finish_trial`."""
+
+
+def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[S], tuple[list[dict[str, float]], Any]],
+                 measure: Callable[[S, list[dict[str, float]], Any], Outcome],
+                 ) -> tuple[Callable[[dict[str, Any]], C], Callable[[C], dict[str, float]],
+                            Callable[[dict[str, Any]], None], Finish]:
+    """`parse_config`, `run`, `train_loop_per_worker` and `finish` of a method, the same for every method.
 
     - `parse_config(dict)` builds and checks `config_cls` (a ConfigError names the field);
+    - `finish(s, history, stepper)` hands what the method's `measure` returns to the shared `finish_trial`
+      (evaluation, the contract's metrics, the artifact folder): (metrics, folder on rank 0);
     - `run(cfg)` is setup -> train -> finish, then reports the metrics (with `restarts`, how many times
       this Ray Train run was started before) and, from rank 0, the artifact folder to Ray Train, or prints
       them outside it; it returns the metrics;
     - `train_loop_per_worker(dict)` is Ray Train's entry point: `run(parse_config(dict))`.
     """
     from trainables.blocks.checkpoints import finished_result, restarts
-    from trainables.blocks.results import report
-    from trainables.blocks.training import in_ray_train
+    from trainables.blocks.distributed import in_ray_train
+    from trainables.blocks.finish import finish_trial, report
 
     def parse_config(config: dict[str, Any]) -> C:
         return build(config_cls, config)
+
+    def finish(s: S, history: list[dict[str, float]], stepper: Any) -> tuple[dict[str, float], Path | None]:
+        return finish_trial(s.cfg, history, measure(s, history, stepper))  # type: ignore[attr-defined]
 
     def run(cfg: C) -> dict[str, float]:
         attempt = restarts()  # counted first: an attempt that dies in setup is still one
@@ -58,7 +71,7 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
             # retry it, and the trial (platform.runner) raises it.
             report_config_error(str(exc))
 
-    return parse_config, run, train_loop_per_worker
+    return parse_config, run, train_loop_per_worker, finish
 
 
 def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, use_gpu: bool = False,
@@ -98,7 +111,7 @@ def report_config_error(message: str) -> None:
 
     import ray.train
 
-    from trainables.blocks.training import world
+    from trainables.blocks.distributed import world
 
     if world()[0] != 0:
         ray.train.report({CONFIG_ERROR: message})

@@ -48,7 +48,7 @@ def _connect() -> tuple[Any, str | None]:
     if _looked_up:
         return _board, _key
     _looked_up = True
-    from trainables.blocks.training import in_ray_train
+    from trainables.blocks.distributed import in_ray_train
 
     if not in_ray_train():
         return None, None

@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from trainables.blocks import progress
 from trainables.blocks.config import ConfigError, require
+from trainables.blocks.distributed import in_ray_train, world
 from trainables.blocks.metrics import EnergyMeter
 
 
@@ -61,23 +61,6 @@ class OptimConfig:
         require(self.grad_accum >= 1, "grad_accum", f"must be at least 1, got {self.grad_accum}")
         require(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
         require(self.checkpoint_every >= 0, "checkpoint_every", f"must be >= 0 (0 = never), got {self.checkpoint_every}")
-
-
-def in_ray_train() -> bool:
-    try:
-        import ray.train
-
-        ray.train.get_context().get_world_size()
-        return True
-    except Exception:
-        return False
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this worker."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def device() -> torch.device:
@@ -270,14 +253,3 @@ def data_parallel(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
-def all_gather_objects(obj: Any) -> list[Any]:
-    _, size = world()
-    if size == 1:
-        return [obj]
-    out: list[Any] = [None] * size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def reduce_max(value: float) -> float:
-    return max(all_gather_objects(value))

@@ -1,0 +1,121 @@
+"""Transcription tasks: how a model is fed a batch of utterances, what its training loss is, and how it decodes.
+
+Every method's model is scored by `evaluation.evaluate(task, ...)` and used by `inference.TaskRecogniser(task,
+...)` through the `Transcriber` protocol below; a task that also trains a model is a `TrainingTask`. The two
+recogniser kinds the methods share are written once here:
+
+- `WhisperSeq2Seq`: Whisper's log-mel features at the trial's encoder window, its own cross-entropy on the
+  transcript's tokens, and greedy decoding, told the language and task when the model is multilingual;
+- `CTC`: a wav2vec2-style model's padded waveforms, its own CTC loss on character labels, greedy decoding.
+
+A method whose model is neither (DQLoRA's Whisper-encoder CTC student, the LLM adaptor) writes its own class in
+its file; it satisfies the same protocol.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from trainables.blocks.batching import SpecAugmentConfig, WhisperFeatures, ctc_batch, spec_augment, whisper_labels
+
+Utterances = list[dict]
+"""Utterances as the data splits hold them: dicts with `id`, `audio` (float32, 16 kHz, mono) and `text`."""
+
+
+@runtime_checkable
+class Transcriber(Protocol):
+    """Decodes a batch of utterances with a model (greedy, no gradients); one transcript per utterance."""
+
+    def transcribe(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype) -> list[str]:
+        ...
+
+
+@runtime_checkable
+class TrainingTask(Transcriber, Protocol):
+    """A Transcriber that also gives the model's training loss on a batch."""
+
+    def loss(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+        """The loss on `utts`; `gen` draws the batch's augmentation (SpecAugment), when the task has one."""
+        ...
+
+
+class WhisperSeq2Seq:
+    """Whisper (or any transformers Whisper-architecture model): features at a fixed encoder window, the model's
+    own cross-entropy on the transcript's tokens, greedy decoding.
+
+    `language`: what a multilingual model is told to transcribe (an ISO code such as "en" or "de"); an
+    English-only model is told nothing (it knows no other). `spec_augment` masks training features only.
+    """
+
+    def __init__(self, source: str, window_s: float, max_new_tokens: int, *, language: str = "en",
+                 spec_augment: SpecAugmentConfig | None = None) -> None:
+        from transformers import WhisperProcessor
+
+        self.processor = WhisperProcessor.from_pretrained(source)
+        self.tokenizer = self.processor.tokenizer
+        self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
+        self.window_s = window_s
+        self.max_new_tokens = max_new_tokens
+        self.language = language
+        self.spec_augment = spec_augment
+
+    def labels(self, model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
+        """Token ids of `texts` for the model's decoder (padded with -100), at most `max_new_tokens` long."""
+        from trainables.blocks.training import unwrap
+
+        start = unwrap(model).config.decoder_start_token_id
+        return whisper_labels(self.tokenizer, texts, start, self.max_new_tokens)
+
+    def inputs(self, utts: Utterances, gen: torch.Generator | None = None) -> torch.Tensor:
+        """Log-mel features of `utts` at the window; SpecAugment-masked when `gen` is given and it is enabled."""
+        feats, frames = self.features.batch(utts)
+        if gen is not None and self.spec_augment is not None:
+            feats = spec_augment(feats.clone(), frames, self.spec_augment, gen)
+        return feats
+
+    def loss(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+        labels = self.labels(model, [u["text"] for u in utts])
+        return model(input_features=self.inputs(utts, gen).to(dev, dtype), labels=labels.to(dev)).loss
+
+    def generate_kwargs(self, model: torch.nn.Module) -> dict[str, Any]:
+        """What `generate` is told besides the features: a multilingual model's language and task."""
+        from trainables.blocks.training import unwrap
+
+        config = getattr(unwrap(model, peft=True), "generation_config", None)
+        if getattr(config, "is_multilingual", False):
+            return {"language": self.language, "task": "transcribe"}
+        return {}
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype) -> list[str]:
+        feats, _ = self.features.batch(utts)
+        ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.max_new_tokens,
+                             **self.generate_kwargs(model))
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+class CTC:
+    """A wav2vec2-style CTC model with its processor: padded waveforms, the model's own CTC loss on character
+    labels, greedy decoding over the processor's vocabulary."""
+
+    def __init__(self, source: str) -> None:
+        from transformers import AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(source)
+
+    def loss(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+        batch = ctc_batch(self.processor, utts)
+        return model(input_values=batch["input_values"].to(dev, dtype), attention_mask=batch["attention_mask"].to(dev),
+                     labels=batch["labels"].to(dev)).loss
+
+    @torch.no_grad()
+    def transcribe(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype) -> list[str]:
+        batch = ctc_batch(self.processor, utts)
+        logits = model(input_values=batch["input_values"].to(dev, dtype),
+                       attention_mask=batch["attention_mask"].to(dev)).logits
+        return [t.strip() for t in self.processor.batch_decode(logits.argmax(-1))]

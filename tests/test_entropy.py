@@ -389,15 +389,11 @@ def _qlora() -> Any:
     return qlora
 
 
-def test_qlora_allocates_ranks_logs_entropy_and_saves_the_heatmaps(tiny_whisper_dir: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qlora_allocates_ranks_logs_entropy_and_saves_the_heatmaps(tiny_whisper_dir: Path) -> None:
     qlora = _qlora()
-    dirs: list[Path] = []
-    make_dir = qlora.artifact_dir
-    monkeypatch.setattr(qlora, "artifact_dir", lambda: dirs.append(make_dir()) or dirs[-1])
     entropy = {"enabled": True, "lambda_": 0.05, "log_every": 1, "calibration_batches": 2, "r_max": 4}
-    metrics = qlora.run(qlora.parse_config({**RUN, "model": str(tiny_whisper_dir), "entropy": entropy}))
-    out = dirs[-1]
+    s = qlora.setup(qlora.parse_config({**RUN, "model": str(tiny_whisper_dir), "entropy": entropy}))
+    metrics, out = qlora.finish(s, *qlora.train(s))
     allocation = json.loads((out / "rank_allocation.json").read_text())
     ranks = {n: a["rank"] for n, a in allocation.items()}
     assert sum(ranks.values()) == 2 * len(ranks) == metrics["lora_rank_total"]  # default budget: lora.r per module

@@ -1,0 +1,64 @@
+"""The one end of a trial (trainables/blocks/finish.py): which sets are scored and under which names, the
+contract's metrics, the artifacts written, and the method's own numbers and files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.conftest import CONTRACT_METRICS
+from trainables.blocks.finish import Outcome, finish_trial
+from trainables.qlora import QLoRAConfig
+
+CPU = torch.device("cpu")
+
+
+class FirstWordWrong:
+    """A Transcriber that gets every utterance right but the first word of those whose id ends in 0."""
+
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        return [("wrong " + " ".join(u["text"].split()[1:])) if u["id"].endswith("0") else u["text"] for u in utts]
+
+
+def _utts(prefix: str, n: int) -> list[dict]:
+    return [{"id": f"{prefix}{i}", "audio": np.zeros(1600 * (i + 1), dtype=np.float32), "text": "the cat sat down"}
+            for i in range(n)]
+
+
+def test_the_trial_end_scores_every_set_and_writes_one_artifact_folder() -> None:
+    saved: list[Path] = []
+    outcome = Outcome(FirstWordWrong(), torch.nn.Linear(2, 2), CPU, torch.float32, 4,
+                      val=_utts("v", 5), test=_utts("t", 10), test_name="noisy", also={"clean": _utts("c", 2)},
+                      size_bytes=2e6, original_bytes=6e6,
+                      counts={"trainable_params": 6.0, "total_params": 60.0, "trainable_param_ratio": 0.1},
+                      stepper=None, metrics={"own_metric": 3}, json_files={"extra.json": {"a": 1}},
+                      history_extra=[{"step": 1, "earlier_loss": 2.0}], save=lambda out: saved.append(out))
+    history = [{"step": 1, "loss": 1.5}, {"step": 2, "loss": 0.5}]
+    metrics, out = finish_trial(QLoRAConfig(), history, outcome)
+
+    assert set(CONTRACT_METRICS) <= set(metrics)
+    # One utterance in 5, 10 and 2 is scored with one wrong word of four.
+    assert metrics["val_wer"] == 1 / 20 and metrics["wer"] == 1 / 40 and metrics["wer_noisy"] == metrics["wer"]
+    assert metrics["wer_clean"] == 1 / 8
+    assert metrics["step"] == 2 and metrics["loss"] == 0.5 and metrics["own_metric"] == 3.0
+    assert metrics["compression_ratio"] == 3.0 and metrics["model_size_mb"] == 2e6 / 2**20
+    assert out is not None and saved == [out]
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert json.loads((out / "method.json").read_text()) == {"method": "qlora"}
+    assert json.loads((out / "extra.json").read_text()) == {"a": 1}
+    assert json.loads((out / "history.json").read_text()) == history + [{"step": 1, "earlier_loss": 2.0}]
+    rows = [json.loads(x) for x in (out / "hypotheses.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"t{i}" for i in range(10)] and rows[0]["errors"] == 1
+    assert len((out / "hypotheses_clean.jsonl").read_text().splitlines()) == 2
+    assert not (out / "hypotheses_noisy.jsonl").exists()  # the headline set is hypotheses.jsonl
+
+
+def test_nothing_trained_reports_step_zero_and_no_loss() -> None:
+    outcome = Outcome(FirstWordWrong(), torch.nn.Linear(2, 2), CPU, torch.float32, 4, val=_utts("v", 1),
+                      test=_utts("t", 1), size_bytes=1.0, original_bytes=1.0, counts={}, stepper=None)
+    metrics, _ = finish_trial(QLoRAConfig(), [], outcome)
+    assert metrics["step"] == 0 and np.isnan(metrics["loss"]) and metrics["train_samples_per_s"] == 0.0
+    assert metrics["wer"] == 0.25 and "wer_clean" not in metrics

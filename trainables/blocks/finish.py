@@ -58,6 +58,10 @@ class Outcome:
     """A name for the headline test set's condition ("noisy", "clean"): its rates are also `wer_<name>`."""
     also: Mapping[str, list[dict]] = field(default_factory=dict)
     """More sets to score, by name: `wer_<name>`, `cer_<name>`, `hypotheses_<name>.jsonl`."""
+    natural: list[dict] | None = None
+    """The natural-voice test set of the trial's domain and conditions (evaluation only): `natural_wer`,
+    `natural_cer`, `hypotheses_natural.jsonl`; None where the data has none (a hub or user data set), which
+    records NaN."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     """The method's own metrics."""
     json_files: Mapping[str, Any] = field(default_factory=dict)
@@ -81,6 +85,8 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     val = score(o.val)
     test = score(o.test)
     others = {name: score(utts) for name, utts in o.also.items()}
+    if o.natural is not None:
+        others["natural"] = score(o.natural)
     nan = float("nan")
     metrics: dict[str, float] = {
         "step": float(history[-1]["step"]) if history else 0.0,
@@ -93,7 +99,10 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     if o.test_name:
         metrics.update({f"wer_{o.test_name}": test["wer"], f"cer_{o.test_name}": test["cer"]})
     for name, ev in others.items():
-        metrics.update({f"wer_{name}": ev["wer"], f"cer_{name}": ev["cer"]})
+        if name != "natural":
+            metrics.update({f"wer_{name}": ev["wer"], f"cer_{name}": ev["cer"]})
+    natural = others.get("natural", {"wer": float("nan"), "cer": float("nan")})
+    metrics.update({"natural_wer": natural["wer"], "natural_cer": natural["cer"]})
     metrics.update({k: float(v) for k, v in o.metrics.items()})
     if world()[0] != 0:
         return metrics, None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -126,6 +127,74 @@ def test_a_recogniser_joins_the_pieces_of_each_clip_in_order() -> None:
     texts = TaskRecogniser(Lengths(), torch.nn.Linear(1, 1), CPU, torch.float32, 2.0, batch_size=2).transcribe(clips)
     assert texts[0] == "5" and texts[2] == "10"
     assert sum(int(x) for x in texts[1].split()) == 45 and all(int(x) <= 20 for x in texts[1].split())
+
+
+def test_a_clip_longer_than_the_trained_window_is_decoded_whole_at_a_window_that_fits_it() -> None:
+    class Windows:
+        """Stands in for a Whisper task: records the window each piece is decoded at."""
+
+        def __init__(self) -> None:
+            self.window_s, self.seen = 2.0, []
+
+        def use_window(self, model: torch.nn.Module, window_s: float) -> None:
+            self.window_s = window_s
+
+        def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+            self.seen += [(len(u["audio"]) / SAMPLE_RATE, self.window_s) for u in utts]
+            return [f"{len(u['audio']) / SAMPLE_RATE:g}" for u in utts]
+
+    task = Windows()
+    clips = [np.ones(int(SAMPLE_RATE * s), np.float32) for s in (1.5, 4.5, 31.0)]
+    texts = TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0).transcribe(clips)
+    assert texts[:2] == ["1.5", "4.5"]  # no cut: one piece, decoded at 5 s
+    assert (1.5, 2.0) in task.seen and (4.5, 5.0) in task.seen
+    assert sum(float(x) for x in texts[2].split()) == 31.0 and len(texts[2].split()) == 2  # past 30 s: cut once
+    assert all(window <= 30 and length <= window for length, window in task.seen)
+    assert task.window_s == 2.0  # the trained window again afterwards
+
+
+def test_a_whisper_recogniser_decodes_a_long_clip_as_the_model_does_at_the_wider_window(qlora_result: Path,
+                                                                                        test_utts: list[dict]) -> None:
+    recogniser = qlora.recogniser(qlora_result, CPU)
+    trained = recogniser.window_s
+    clip = np.concatenate([u["audio"] for u in test_utts])
+    assert len(clip) > trained * SAMPLE_RATE
+    [whole] = recogniser.transcribe([clip])
+    assert recogniser.model.config.max_source_positions == round(50 * trained)  # back to the trained window
+    wide = math.ceil(len(clip) / SAMPLE_RATE)
+    recogniser.task.use_window(recogniser.model, float(wide))
+    assert recogniser.model.config.max_source_positions == 50 * wide
+    direct = recogniser.task.transcribe(recogniser.model, [{"id": "x", "audio": clip, "text": ""}], CPU, recogniser.dtype)
+    assert whole == direct[0]
+
+
+@pytest.mark.slow
+def test_transcribing_clips_longer_than_the_window_loses_no_words_at_cuts() -> None:
+    """tiny.en trained a few steps at a 4 s window, on clips of two test utterances each (5-8 s): decoded whole
+    at a window that fits them, the WER is lower than cutting them at the trained window (the old way) and no
+    worse than the exported model in transformers' pipeline (long-form decoding over 4 s windows)."""
+    from transformers import pipeline
+
+    from trainables.blocks.metrics import error_rates
+
+    artifacts = finished(qlora, {"precision": {"bits": 4}, "lora": {"r": 4}, "data": {**DATA, "encoder_window_s": 4.0},
+                                 "eval": {"max_new_tokens": 64},
+                                 "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 4, "lr": 1e-4}})
+    utts = load_speech("espeak-smoke", "test", max_items=8)
+    gap = np.zeros(SAMPLE_RATE // 5, np.float32)
+    clips = [np.concatenate([utts[i]["audio"], gap, utts[i + 1]["audio"]]) for i in range(0, 8, 2)]
+    refs = [f"{utts[i]['text']} {utts[i + 1]['text']}" for i in range(0, 8, 2)]
+    assert all(len(c) > 4 * SAMPLE_RATE for c in clips)
+    recogniser = qlora.recogniser(artifacts, CPU)
+    whole = error_rates(refs, recogniser.transcribe(clips))["wer"]
+    recogniser.flexible = False  # cut at the trained window, as before
+    cut = error_rates(refs, recogniser.transcribe(clips))["wer"]
+    out = Path(tempfile.mkdtemp()) / "model"
+    qlora.export(artifacts, out)
+    asr = pipeline("automatic-speech-recognition", model=str(out), dtype=torch.float32)
+    exported = error_rates(refs, [asr(c, return_timestamps=True, generate_kwargs={"num_beams": 1})["text"].strip()
+                                  for c in clips])["wer"]
+    assert whole < cut and whole <= exported, (whole, cut, exported)
 
 
 # --------------------------------------------------------------------------- exports

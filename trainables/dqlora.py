@@ -331,7 +331,21 @@ class WhisperCTCStudent:
     def __init__(self, source: str, window_s: float) -> None:
         from transformers import WhisperFeatureExtractor
 
+        self.source = source
         self.features = WhisperFeatures(WhisperFeatureExtractor.from_pretrained(source), window_s)
+        self.window_s = window_s
+        self._positions: torch.Tensor | None = None
+
+    def use_window(self, model: torch.nn.Module, window_s: float) -> None:
+        """Decode at a `window_s` window from now on (see tasks.WhisperSeq2Seq.use_window): the recogniser
+        decodes a clip longer than the trained window whole."""
+        if window_s == self.window_s:
+            return
+        if self._positions is None:
+            self._positions = models.whisper_position_table(self.source)
+        inner = unwrap(model, peft=True)
+        models.set_whisper_window(inner.model.encoder, inner.config, models.window_positions(window_s), self._positions)
+        self.features = WhisperFeatures(self.features.fe, window_s)
         self.window_s = window_s
 
     def forward(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype,

@@ -125,26 +125,54 @@ def cut_into_windows(audio: np.ndarray, window_s: float) -> list[np.ndarray]:
     return pieces
 
 
+LONGEST_WINDOW_S = 30
+"""Whisper's own window: a clip longer than this is decoded in pieces cut at its quietest moments."""
+
+
 class TaskRecogniser:
     """A model decoded by its method's own task (the `transcribe(model, utts, device, dtype)` that evaluation
-    calls), on audio cut into the window it was trained with, in batches of similar length."""
+    calls), in batches of similar length.
+
+    A task that can change its window (`WhisperSeq2Seq.use_window`) decodes each clip whole: at the window the
+    trial was trained with when the clip fits it, else at the clip's length in whole seconds, up to Whisper's
+    30 s; only longer clips are cut, at their quietest moments. A task with a fixed window (the LLM adaptor's
+    encoder) has its clips cut at that window, at their quietest moments."""
 
     def __init__(self, task: Any, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
                  window_s: float, batch_size: int = 8) -> None:
         self.task, self.model, self.device, self.dtype = task, model.eval(), device, dtype
         self.window_s, self.batch_size = window_s, batch_size
+        self.flexible = callable(getattr(task, "use_window", None)) and window_s > 0
+
+    def window_for(self, n_samples: int) -> float:
+        """The window a piece of `n_samples` is decoded at."""
+        if not self.flexible or n_samples <= round(self.window_s * SAMPLE_RATE):
+            return self.window_s
+        return float(min(LONGEST_WINDOW_S, math.ceil(n_samples / SAMPLE_RATE)))
 
     def transcribe(self, audio: list[np.ndarray]) -> list[str]:
+        limit = max(self.window_s, LONGEST_WINDOW_S) if self.flexible else self.window_s
         pieces: list[dict[str, Any]] = []
         for i, clip in enumerate(audio):
-            for j, piece in enumerate(cut_into_windows(np.asarray(clip, dtype=np.float32), self.window_s)):
+            for j, piece in enumerate(cut_into_windows(np.asarray(clip, dtype=np.float32), limit)):
                 pieces.append({"id": f"{i:06d}-{j:04d}", "audio": piece, "text": "", "clip": i})
+        by_window: dict[float, list[int]] = {}
+        for k, p in enumerate(pieces):
+            by_window.setdefault(self.window_for(len(p["audio"])), []).append(k)
         texts = [""] * len(pieces)
         with torch.no_grad():
-            for batch in length_buckets([len(p["audio"]) for p in pieces], self.batch_size, shuffle=False, seed=0):
-                hyps = self.task.transcribe(self.model, [pieces[k] for k in batch], self.device, self.dtype)
-                for k, h in zip(batch, hyps, strict=True):
-                    texts[k] = h
+            for window, members in sorted(by_window.items()):
+                if self.flexible:
+                    self.task.use_window(self.model, window)
+                batches = length_buckets([len(pieces[k]["audio"]) for k in members], self.batch_size, shuffle=False,
+                                         seed=0)
+                for batch in batches:
+                    chosen = [members[b] for b in batch]
+                    hyps = self.task.transcribe(self.model, [pieces[k] for k in chosen], self.device, self.dtype)
+                    for k, h in zip(chosen, hyps, strict=True):
+                        texts[k] = h
+            if self.flexible:
+                self.task.use_window(self.model, self.window_s)
         joined: list[list[str]] = [[] for _ in audio]
         for p, t in zip(pieces, texts, strict=True):
             if t.strip():
@@ -189,28 +217,15 @@ def whole_second_window(window_s: float) -> int:
 def widen_whisper_window(encoder: torch.nn.Module, config: Any, seconds: int, base_source: str) -> None:
     """Give a window-shortened Whisper encoder `seconds` of positions, the extra rows from the base model's
     own position table, and record it in `config` (no-op when it has them already)."""
-    from safetensors import safe_open
+    from trainables.blocks.models import set_whisper_window, whisper_position_table
 
-    positions = 50 * seconds
-    old = encoder.embed_positions
-    if old.num_embeddings == positions:
+    if encoder.embed_positions.num_embeddings == 50 * seconds:
         return
-    table = None
-    for f in sorted(Path(base_source).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as fh:
-            key = next((k for k in fh.keys() if k.endswith("encoder.embed_positions.weight")), None)
-            if key is not None:
-                table = fh.get_tensor(key)
-                break
-    if table is None:
-        raise ArtifactError(f"{base_source}: no encoder.embed_positions.weight to widen the window from")
-    new = torch.nn.Embedding(positions, old.embedding_dim, dtype=old.weight.dtype, device=old.weight.device)
-    new.weight.data.copy_(table[:positions].to(old.weight.dtype))
-    new.weight.data[: old.num_embeddings].copy_(old.weight.data)
-    new.requires_grad_(False)
-    encoder.embed_positions = new
-    encoder.config.max_source_positions = positions
-    config.max_source_positions = positions
+    try:
+        table = whisper_position_table(base_source)
+    except ConfigError as exc:
+        raise ArtifactError(str(exc)) from None
+    set_whisper_window(encoder, config, 50 * seconds, table)
 
 
 def whisper_processor(source: str, seconds: int) -> Any:

@@ -12,7 +12,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -267,6 +267,38 @@ def shrink_whisper_encoder(model: torch.nn.Module, n_positions: int) -> None:
     encoder.embed_positions = new
     encoder.config.max_source_positions = n_positions
     model.config.max_source_positions = n_positions
+
+
+def whisper_position_table(source: str) -> torch.Tensor:
+    """The encoder's full sinusoidal position table (30 s, 1500 rows) from a Whisper checkpoint's files."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    for f in sorted(Path(source).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            key = next((k for k in fh.keys() if k.endswith("encoder.embed_positions.weight")), None)
+            if key is not None:
+                return fh.get_tensor(key)
+    raise ConfigError(f"{source}: no encoder.embed_positions.weight (not a Whisper checkpoint's folder)")
+
+
+def set_whisper_window(encoder: torch.nn.Module, config: Any, n_positions: int, table: torch.Tensor) -> None:
+    """Give a Whisper encoder a window of `n_positions` frames, its rows from the full position `table` (the
+    rows it has are kept), and record it in `config`; a no-op when it has that window already."""
+    old = encoder.embed_positions
+    if old.num_embeddings == n_positions:
+        return
+    if n_positions > table.shape[0]:
+        raise ConfigError(f"encoder window: {n_positions} positions is more than the model's {table.shape[0]}")
+    new = torch.nn.Embedding(n_positions, old.embedding_dim, dtype=old.weight.dtype, device=old.weight.device)
+    new.weight.data.copy_(table[:n_positions].to(old.weight.dtype))
+    kept = min(n_positions, old.num_embeddings)
+    new.weight.data[:kept].copy_(old.weight.data[:kept])
+    new.requires_grad_(False)
+    encoder.embed_positions = new
+    encoder.config.max_source_positions = n_positions
+    config.max_source_positions = n_positions
 
 
 def window_positions(seconds: float) -> int:

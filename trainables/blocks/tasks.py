@@ -54,10 +54,12 @@ class WhisperSeq2Seq:
                  spec_augment: SpecAugmentConfig | None = None) -> None:
         from transformers import WhisperProcessor
 
+        self.source = source
         self.processor = WhisperProcessor.from_pretrained(source)
         self.tokenizer = self.processor.tokenizer
         self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
         self.window_s = window_s
+        self._positions: torch.Tensor | None = None
         self.max_new_tokens = max_new_tokens
         self.language = language
         self.spec_augment = spec_augment
@@ -89,6 +91,24 @@ class WhisperSeq2Seq:
         if getattr(config, "is_multilingual", False):
             return {"language": self.language, "task": "transcribe"}
         return {}
+
+    def use_window(self, model: torch.nn.Module, window_s: float) -> None:
+        """Decode at a `window_s` window from now on (up to 30 s): the model's encoder gets that many positions
+        (their rows from `source`'s full table) and the features are padded to it. A recogniser uses it to
+        decode a clip longer than the trained window whole, instead of cutting words at a boundary."""
+        from trainables.blocks.models import set_whisper_window, whisper_position_table, window_positions
+        from trainables.blocks.training import unwrap
+
+        if window_s == self.window_s:
+            encoder = unwrap(model, peft=True).get_encoder()
+            if encoder.embed_positions.num_embeddings == window_positions(window_s):
+                return
+        if self._positions is None:
+            self._positions = whisper_position_table(self.source)
+        inner = unwrap(model, peft=True)
+        set_whisper_window(inner.get_encoder(), inner.config, window_positions(window_s), self._positions)
+        self.features = WhisperFeatures(self.processor.feature_extractor, window_s)
+        self.window_s = window_s
 
     @torch.no_grad()
     def transcribe(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype) -> list[str]:

@@ -102,7 +102,7 @@ def _best_trial(c: Any, parent: Any) -> Any:
     tags = parent.data.tags
     if "sweep" not in tags:
         raise RunError(f"RUN {parent.info.run_id}: neither a trial's run nor a sweep's parent run")
-    metrics, modes = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
+    metrics, modes = json.loads(tags.get("objectives", "null")) or [["val_wer"], ["min"]]
     metric, mode = metrics[0], modes[0]
     children = c.search_runs([parent.info.experiment_id],
                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and attributes.status = 'FINISHED'",

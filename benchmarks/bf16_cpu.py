@@ -8,7 +8,7 @@ Each method runs one trial of its local preset (the sweep and level below) in-pr
 steps. Evaluation is fp32 in both (autocast covers the training step only). Prints one JSON line per run and a
 table: seconds per training step (steady state, from `train_samples_per_s`), the bf16/fp32 speed ratio, the WER of
 each and its difference. `optim.autocast: auto` uses bf16 on CPU only for methods where this measured faster
-with WER unchanged (see the README's precision section).
+with WER unchanged (see docs/benchmarks.md, bf16 on the CPU).
 
 `--interleaved` measures step time only, robustly on a shared machine: one process per method sets the trial
 up once, then alternates short training runs (`--steps` each, the first two steps of each left out as warm-up)

@@ -1,5 +1,5 @@
-"""Re-make the README's screenshots of MLflow's UI and optuna-dashboard (docs/*.png), with the headless-Chromium
-set-up that tests/test_sweep_to_use.py checks (tests/browser.py).
+"""Re-make the screenshots of MLflow's UI and optuna-dashboard that docs/browsing.md shows (docs/*.png), with the
+headless-Chromium set-up that tests/test_sweep_to_use.py checks (tests/browser.py).
 
 It runs a short `qlora_rank` sweep (local preset: tiny.en in NF4 on the espeak corpus, ranks 1, 4, 16, 64; fewer
 steps and test utterances than the preset, see STEPS and ITEMS) into a store of its own, keeps its console output in

@@ -1,5 +1,5 @@
 """A real browser on MLflow's UI and optuna-dashboard: serving them, headless Chromium, and the clicks the
-README documents. Used by tests/test_sweep_to_use.py and by docs/screenshots.py, so the README's screenshots
+docs/browsing.md documents. Used by tests/test_sweep_to_use.py and by docs/screenshots.py, so the screenshots
 come from the set-up the test checks."""
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def test_ctc_inputs_under_bf16_autocast_stay_fp32(tiny_wav2vec2_dir: Path) -> No
 
 def test_auto_autocast_on_cpu_is_fp32() -> None:
     """`auto` stays fp32 on the CPU (benchmarks/bf16_cpu.py measured no method faster under bf16 with WER
-    unchanged; see the README's precision section); bf16 is there when asked for."""
+    unchanged; see docs/benchmarks.md, bf16 on the CPU); bf16 is there when asked for."""
     assert autocast_mode(OptimConfig(autocast="auto"), CPU) == "off"
     assert autocast_mode(OptimConfig(autocast="bf16"), CPU) == "bf16"
 

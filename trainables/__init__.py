@@ -31,7 +31,7 @@ METHODS: dict[str, str] = {
 
 @runtime_checkable
 class Method(Protocol):
-    """The contract of a method module (see README, "Adding a method")."""
+    """The contract of a method module (see docs/architecture.md, "The method contract")."""
 
     CONFIG: type
     """The method's config dataclass: nested dataclasses, a docstring per field, checks in `check()`."""

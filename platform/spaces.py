@@ -466,12 +466,13 @@ def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:
 
 
 def check_data(sweep: ResolvedSweep) -> list[str]:
-    """Scan every local data folder the sweep's trials would read, on the driver, before any trial starts.
+    """Scan every local data folder or data set the sweep's trials would read, on the driver, before any trial
+    starts.
 
-    Unreadable audio files and audio files without a transcript stop the sweep with one line naming the first
+    Unreadable or missing audio and audio files without a transcript stop the sweep with one line naming the first
     few and the count (SpaceError), unless the config says `data.on_bad: skip`: then the returned warnings give
     the count (the trials leave those files out)."""
-    from trainables.blocks.data import scan_folder, source_kind
+    from trainables.blocks.data import scan_source
 
     module = load_method(sweep.method)
     first = {k: p.levels()[0] for k, p in sweep.space.items()}
@@ -485,12 +486,10 @@ def check_data(sweep: ResolvedSweep) -> list[str]:
             continue
         seen.add((source, on_bad))
         try:
-            if source_kind(source) != "folder":
-                continue
+            scan = scan_source(data)
         except ValueError:
             continue  # the config's own check names it
-        scan = scan_folder(Path(source))
-        if not scan.bad:
+        if scan is None or not scan.bad:
             continue
         if on_bad == "skip":
             warnings.append(f"warning: data.source: {scan.summary()}; skipping them (data.on_bad: skip)")

@@ -168,7 +168,8 @@ def dataset_inputs(config: dict[str, Any]) -> list[Any]:
                                           ("validation", "val_split", "max_val_items"),
                                           ("evaluation", "eval_split", "max_eval_items")):
         split = str(data.get(split_key, {"training": "train", "validation": "validation"}.get(context, "test")))
-        d = describe_split(source, split, data.get(items_key), hub_config)
+        d = describe_split(source, split, data.get(items_key), hub_config, data.get("audio_column"),
+                           data.get("text_column"))
         origin = (HuggingFaceDatasetSource(path=source, config_name=hub_config, split=split) if d["kind"] == "hub"
                   else LocalArtifactDatasetSource(d["uri"]))
         profile = {"split": d["split"], "utterances": d["size"] if d["size"] is not None else "unknown"}

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from trainables.blocks.config import ConfigError
 from trainables.blocks.metrics import safetensors_bytes, safetensors_dtype_itemsize
@@ -107,11 +108,14 @@ def check_model_source(name: str, field: str) -> None:
     )
 
 
-def check_data_source(source: str, field: str) -> None:
+def check_data_source(source: str, field: str, data: Any = None) -> None:
+    """Cheap validation of a speech source: an offline corpus, a local folder or data set, or a reachable hub data
+    set. With `data` (the `DataConfig` naming the source's columns and `on_bad`), a local data set's metadata is
+    read too (trainables.blocks.data.validate_source); every problem is one line naming `field`."""
     from trainables.blocks.data import validate_source
 
     try:
-        validate_source(source)
+        validate_source(source, data)
     except ConfigError:
         raise
     except ValueError as exc:

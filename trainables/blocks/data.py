@@ -1,8 +1,11 @@
-"""One loader for every speech source: offline corpora, local folders and hub data sets.
+"""One loader for every speech source: offline corpora, local folders, the data formats users keep (see
+`trainables.blocks.data_formats`) and hub data sets.
 
 Every source yields utterances as dicts {"id": str, "audio": float32 array at 16 kHz, "text": str}.
-A source is resolved in this order: a name in `CORPORA`; an existing folder; a path-like string
-(which then names a missing folder); otherwise a Hugging Face hub data set name.
+A source is resolved in this order: a name in `CORPORA`; a local data set in one of `data_formats.FORMATS`
+(a `save_to_disk` folder, parquet files, a JSONL manifest, a CSV/TSV table, a Kaldi data directory); another
+existing folder (audio with transcripts); a path-like string (which then names a missing path); otherwise a
+Hugging Face hub data set name.
 """
 
 from __future__ import annotations
@@ -130,7 +133,9 @@ def hub_reachable() -> bool:
 # Source resolution
 # ---------------------------------------------------------------------------------------------
 
-SourceKind = Literal["corpus", "folder", "hub"]
+SourceKind = Literal["corpus", "folder", "hub", "hf_disk", "parquet", "manifest", "table", "kaldi"]
+DATASET_KINDS: tuple[str, ...] = ("hf_disk", "parquet", "manifest", "table", "kaldi")
+"""Source kinds read by `trainables.blocks.data_formats`: local data sets in the formats users keep."""
 
 
 def _looks_like_path(source: str) -> bool:
@@ -138,18 +143,25 @@ def _looks_like_path(source: str) -> bool:
 
 
 def source_kind(source: str) -> SourceKind:
-    """Classify `source` without loading anything; ValueError for a missing folder or a bad name."""
+    """Classify `source` by its name and the names of its files, reading none; ValueError for a missing path, a
+    file of no known kind, an ambiguous folder or a bad name."""
     if not source or not source.strip():
         raise ValueError("data.source: is empty; give an offline corpus name, a folder or a hub data set")
     if source in CORPORA:
         return "corpus"
+    from trainables.blocks import data_formats
+
+    kind = data_formats.detect(source)
+    if kind is not None:
+        return kind  # type: ignore[return-value]
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ValueError(f"data.source: {str(path)!r} is a file, not a folder of audio and transcripts")
+            raise ValueError(f"data.source: {str(path)!r} is a file of no known kind; give a folder of audio and "
+                             "transcripts, a JSONL manifest (.jsonl, .json), a table (.csv, .tsv) or parquet files")
         return "folder"
     if _looks_like_path(source):
-        raise ValueError(f"data.source: folder {str(path)!r} does not exist")
+        raise ValueError(f"data.source: folder or file {str(path)!r} does not exist")
     if not _HUB_ID.match(source):
         raise ValueError(
             f"data.source: {source!r} is not an offline corpus ({', '.join(CORPORA)}), "
@@ -167,10 +179,19 @@ def _hub_offline_error(source: str, reason: str) -> ValueError:
     )
 
 
-def validate_source(source: str) -> None:
-    """Check that `source` can be loaded, cheaply (no corpus build, no download); ValueError if not."""
+def validate_source(source: str, data: DataConfig | None = None) -> None:
+    """Check that `source` can be loaded, cheaply (no corpus build, no download, no audio opened); ValueError if not.
+
+    A local data set in one of `data_formats.FORMATS` has its metadata read when `data` (the config naming its
+    columns and `on_bad`) is given: a missing column, a bad line or row, an empty transcript or (with on_bad
+    error) a missing audio file fails here, naming the file and the line or row."""
     kind = source_kind(source)
-    if kind == "folder":
+    if kind in DATASET_KINDS:
+        if data is not None:
+            from trainables.blocks import data_formats
+
+            data_formats.check(source, kind, data.audio_column, data.text_column, data.hub_config, data.on_bad)
+    elif kind == "folder":
         root = Path(source).expanduser()
         if not _audio_files(root):
             raise ValueError(f"data.source: folder {str(root)!r} holds no .wav or .flac files")
@@ -333,6 +354,20 @@ def scan_folder(root: Path) -> FolderScan:
     return FolderScan(root, len(files), unreadable, unlabelled)
 
 
+def scan_source(data: DataConfig) -> Any:
+    """The driver's scan of `data.source` before any trial: a `FolderScan` for a local folder, a
+    `data_formats.RowScan` for a local data set (every row's audio opened), None for a corpus or hub data set.
+    Both have `bad` (a count) and `summary()` (one line)."""
+    kind = source_kind(data.source)
+    if kind == "folder":
+        return scan_folder(Path(data.source))
+    if kind in DATASET_KINDS:
+        from trainables.blocks import data_formats
+
+        return data_formats.scan(data.source, kind, data.audio_column, data.text_column, data.hub_config)
+    return None
+
+
 def _decoded(utterances: list[Utterance], on_bad: OnBad) -> list[Utterance]:
     """Decode each utterance's audio; with on_bad skip, drop the ones that cannot be read, else fail naming the file."""
     out = []
@@ -441,52 +476,48 @@ def load_hub_split(name: str, config: str | None, split: str, field: str = "data
                            f"export ({PARQUET_REVISION}) failed too: {_one_line(exc)}") from exc
 
 
-def _load_hub(name: str, split: str, max_items: int | None, hub_config: str | None) -> list[Utterance]:
+def _load_hub(name: str, split: str, max_items: int | None, hub_config: str | None, audio_column: str | None = None,
+              text_column: str | None = None, on_bad: OnBad = "error") -> list[Utterance]:
     reason = _offline_reason()
     if reason is not None:
         raise _hub_offline_error(name, reason)
-    from datasets import Audio
+    from trainables.blocks import data_formats
 
     spec = _hub_spec(name)
     hub_split = hub_split_name(name, split)
     ds = load_hub_split(name, hub_config_name(name, hub_config), hub_split, "data.source")
-    audio_cols = [c for c, feat in ds.features.items() if isinstance(feat, Audio)]
-    audio_col = audio_cols[0] if audio_cols else "audio"
-    text_col = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
-    if audio_col not in ds.column_names or text_col is None or text_col not in ds.column_names:
-        raise ValueError(
-            f"data.source: hub data set {name!r} has no audio and transcript columns "
-            f"(columns: {', '.join(ds.column_names)})"
-        )
-    ds = ds.cast_column(audio_col, Audio(decode=False))
-    if max_items is not None:
-        ds = ds.select(range(min(max_items, len(ds))))
-    short = name.rsplit("/", 1)[-1]
-    out = []
-    for i, row in enumerate(ds.select_columns([audio_col, text_col])):
-        blob = row[audio_col]
-        audio = decode_audio(blob["bytes"]) if blob.get("bytes") else decode_audio(blob["path"])
-        out.append({"id": f"{short}-{hub_split}-{i:06d}", "audio": audio, "text": str(row[text_col])})
-    return out
+    what = f"hub data set {name!r} split {hub_split!r}"
+    audio_col, text_col = data_formats.hf_columns(ds.features, audio_column, text_column, spec.text_column, what)
+    rows = data_formats.hf_dataset_rows(ds, audio_col, text_col, lambda i: f"{what} row {i}", hub_split, None,
+                                        f"{name.rsplit('/', 1)[-1]}-{hub_split}")
+    rows = rows[:max_items] if max_items is not None else rows
+    return data_formats.hf_decode(ds, audio_col, rows, None, on_bad)
 
 
 def load_speech(
-    source: str, split: str, *, max_items: int | None = None, hub_config: str | None = None, on_bad: OnBad = "error"
+    source: str, split: str, *, max_items: int | None = None, hub_config: str | None = None, on_bad: OnBad = "error",
+    audio_column: str | None = None, text_column: str | None = None,
 ) -> list[Utterance]:
     """Utterances {"id", "audio" (float32, 16 kHz, mono), "text"} of one split of `source`.
 
     `source` is a name in `CORPORA` (built on first use), a folder of .wav/.flac files with
     transcripts (same-stem .txt files, `transcripts.tsv` or `metadata.csv`; split subfolders if
-    present, else a deterministic 80/10/10 split by file name), or a hub data set name
+    present, else a deterministic 80/10/10 split by file name), a local data set in one of
+    `data_formats.FORMATS` (see `DataConfig.source`), or a hub data set name
     (`google/fleurs`, `librispeech_asr`, ...), which fails at once when the hub is unreachable.
-    For hub data sets `split` may also be the data set's own split name (e.g. `train.360`).
-    A folder's unreadable files fail the load naming the file, or with `on_bad="skip"` are left out.
+    For hub and saved Hugging Face data sets `split` may also be the data set's own split name (e.g. `train.360`).
+    `audio_column` / `text_column` name the columns of a data set, manifest or table (None: the usual names).
+    Unreadable audio fails the load naming the file (and row), or with `on_bad="skip"` is left out.
     """
     if max_items is not None and max_items < 0:
         raise ValueError(f"max_items: {max_items} is negative")
     kind = source_kind(source)
     if kind == "hub":
-        return _load_hub(source, split, max_items, hub_config)
+        return _load_hub(source, split, max_items, hub_config, audio_column, text_column, on_bad)
+    if kind in DATASET_KINDS:
+        from trainables.blocks import data_formats
+
+        return data_formats.load(source, kind, split, max_items, audio_column, text_column, hub_config, on_bad)
     split = canonical_split(split)
     if kind == "corpus":
         return _load_corpus(source, split, max_items)
@@ -524,11 +555,14 @@ def _hub_texts(name: str, split: str, hub_config: str | None, field: str) -> lis
     if reason is not None:
         raise ValueError(f"{field}: hub data set {name!r} needs the hub, which is unreachable ({reason}); "
                          "give a text file (one sentence per line) or an offline corpus")
-    spec = _hub_spec(name)
+    from trainables.blocks import data_formats
+
     ds = load_hub_split(name, hub_config_name(name, hub_config), hub_split_name(name, split), field)
-    column = spec.text_column or next((c for c in _TEXT_COLUMNS if c in ds.column_names), None)
-    if column is None or column not in ds.column_names:
-        raise ValueError(f"{field}: hub data set {name!r} has no transcript column (columns: {', '.join(ds.column_names)})")
+    try:
+        column = data_formats.pick_text_column(ds.column_names, None, _hub_spec(name).text_column,
+                                               f"hub data set {name!r}")
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("data.source: ", f"{field}: ", 1)) from None
     return [str(x) for x in ds[column]]
 
 
@@ -537,9 +571,24 @@ class DataConfig:
     """Which speech to train and evaluate on."""
 
     source: str = "espeak-general"
-    """Offline corpus name, local folder of audio + transcripts, or hub data set (gpu preset)."""
+    """Offline corpus name, local data, or hub data set (gpu preset). Local data, and how its splits are chosen
+    (where the layout names no splits: 80/10/10 by a hash of each utterance's audio path, as for a folder):
+    - a folder of .wav/.flac files with same-stem .txt, transcripts.tsv or metadata.csv: split subfolders
+      (train, dev/valid/validation/val, test), else by hash;
+    - a Hugging Face `save_to_disk` folder: a DatasetDict's splits (its own names, or dev/valid for
+      validation); a single Dataset by hash;
+    - parquet files, a folder or a glob (data/*.parquet): the split each file's path names (train/0000.parquet,
+      data/dev-00000-of-00001.parquet, test.parquet), else by hash; a single .parquet file by hash;
+    - a NeMo-style JSONL manifest (.jsonl/.json: audio_filepath, text, optional duration, offset) or a CSV/TSV
+      table (a header naming an audio path and a transcript column): a `split` column if there is one, else by
+      hash; or a folder of split-named files (train.jsonl, dev_manifest.json, test.tsv); relative audio paths
+      resolve against the file's folder;
+    - a Kaldi data directory (wav.scp listing audio files, text, optional segments): split subdirectories
+      (train/, dev/, test/), else by hash of the recording's path.
+    Data sets, manifests and tables take the columns audio_column and text_column name."""
     hub_config: str | None = None
-    """Hub data set configuration, e.g. en_us for google/fleurs."""
+    """Hub data set configuration, e.g. en_us for google/fleurs (for a local parquet folder: its subfolder of
+    that name, as in the hub's parquet export)."""
     train_split: str = "train"
     """Split to train on."""
     val_split: str = "validation"
@@ -556,14 +605,31 @@ class DataConfig:
     """Audio window a Whisper encoder sees, in seconds: 0 = the longest utterance of the three splits,
     rounded up to 0.5 s (training and decoding get much cheaper for short utterances); 30 = Whisper's own."""
     on_bad: OnBad = "error"
-    """A local folder's audio files that cannot be read or have no transcript: error (the sweep stops before any
-    trial, naming them) or skip (left out, with a warning giving the count)."""
+    """Local audio that is missing, cannot be read or (in a folder) has no transcript: error (the sweep stops
+    before any trial, naming the file and row) or skip (left out, with a warning giving the count)."""
+    audio_column: str | None = None
+    """Column (or manifest key) holding the audio of a data set, manifest or table; None: the first Audio
+    column, else the first of audio_filepath, audio, path, audio_path, file, file_name, filename, wav, wav_path."""
+    text_column: str | None = None
+    """Column (or manifest key) holding the transcript; None: the hub data set's known one, else the first of
+    transcription, text, transcript, sentence, normalized_text, raw_transcription."""
 
     def check(self) -> None:
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")
         require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
+        for name in ("audio_column", "text_column"):
+            value = getattr(self, name)
+            require(value is None or bool(value.strip()), name, "must name a column or be null")
+        try:
+            kind = source_kind(self.source)
+        except ValueError:
+            return  # the method's own check of data.source names the problem
+        if kind in DATASET_KINDS:
+            from trainables import assets
+
+            assets.check_data_source(self.source, "source", self)
 
 
 @dataclass
@@ -579,7 +645,8 @@ class Splits:
 
 def load_splits(cfg: DataConfig) -> Splits:
     """Load the train, validation and test splits `cfg` names and choose the encoder window."""
-    kw = {"hub_config": cfg.hub_config, "on_bad": cfg.on_bad}
+    kw = {"hub_config": cfg.hub_config, "on_bad": cfg.on_bad, "audio_column": cfg.audio_column,
+          "text_column": cfg.text_column}
     train = load_speech(cfg.source, cfg.train_split, max_items=cfg.max_train_items, **kw)
     val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, **kw)
     test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, **kw)
@@ -605,14 +672,23 @@ def transcripts(files: list[Path], root: Path) -> list[str | None]:
     return [_transcript(f, mappings) for f in files]
 
 
-def describe_split(source: str, split: str, max_items: int | None = None, hub_config: str | None = None) -> dict[str, Any]:
+def describe_split(source: str, split: str, max_items: int | None = None, hub_config: str | None = None,
+                   audio_column: str | None = None, text_column: str | None = None) -> dict[str, Any]:
     """What one split of `source` is, cheaply (no audio decoded, nothing built or downloaded), for tracking:
     `kind`, `uri`, `split`, `size` (utterances; None when only loading a hub data set would tell) and
     `digest`, of the content where it is known without loading (an offline corpus is named by its build
-    inputs, a folder by its files and transcripts), else of the definition (a hub data set)."""
+    inputs, a folder by its files and transcripts, a local data set by its rows), else of the definition (a hub
+    data set)."""
     kind = source_kind(source)
     size: int | None
-    if kind == "corpus":
+    identity: Any
+    if kind in DATASET_KINDS:
+        from trainables.blocks import data_formats
+
+        size, identity, canonical = data_formats.describe(source, kind, split, max_items, audio_column, text_column,
+                                                          hub_config)
+        uri = Path(source).expanduser().resolve().as_posix() if not data_formats.is_glob(source) else source
+    elif kind == "corpus":
         from trainables.assets.corpus import corpus_dir
 
         spec = CORPORA[source]
@@ -620,7 +696,7 @@ def describe_split(source: str, split: str, max_items: int | None = None, hub_co
         n = {"train": spec.n_train, "validation": spec.n_validation, "test": spec.n_test}[canonical]
         size = n if max_items is None else min(n, max_items)
         uri = corpus_dir(source).as_posix()
-        identity: Any = [corpus_dir(source).name, canonical, size]
+        identity = [corpus_dir(source).name, canonical, size]
     elif kind == "folder":
         root = Path(source).expanduser().resolve()
         canonical = canonical_split(split)

@@ -317,7 +317,7 @@ def test_student_sweep_local_preset_plans_the_small_students(capsys: pytest.Capt
     assert sweep.main(["dq_whisper_student", "--dry-run", "--preset", "local"]) == 0
     out = capsys.readouterr().out
     assert 'student.decoder_layers: {"type": "grid", "values": [4, 6]}' in out
-    # The baseline line says "measured once" or "cached <date>" as this machine's cache has it (test_baseline_cache).
+    # The baseline line says "measured once" or "cached <date>" as this machine's cache has it (test_baselines).
     assert "trials    2, 1 at a time" in out and "baseline  the untuned model, " in out
     for line in ("teacher: whisper-base", "embed_bits: 4", "bits: 4", "alpha: 0.5", "max_steps: 64"):
         assert line in out, line

@@ -175,7 +175,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
               storage: str | None, resume: bool, started: float, fresh_baseline: bool = False) -> int:
     from ray import tune
 
-    from platform import report
+    from platform import report, report_render
 
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
     storage_root = storage or str(ROOT / "ray_results")
@@ -207,7 +207,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
             uri, sweep.name, {**tags, **report_tags(sweep), "preset_reason": why},
             {"config": sweep.config, "space": {k: vars(p) for k, p in sweep.space.items()},
              "searcher": vars(sweep.searcher), "scheduler": vars(sweep.scheduler), "num_samples": sweep.num_samples},
-            config=_resolved_or_none(sweep),
+            config=_resolved_or_none(sweep), describe=report_render.parent_description,
         )
         _save(run_dir, state)
     parent = state["parent_run_id"]
@@ -280,7 +280,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
     objectives, modes = sweep.objectives
     exp_id = c.get_run(parent).info.experiment_id
     print(f"done in {minutes:.1f} min. Browse it: mlflow ui --backend-store-uri {uri}", flush=True)
-    print(f"  then open http://127.0.0.1:5000/#{report.trials_link(exp_id, objectives[0], modes[0])}", flush=True)
+    print(f"  then open http://127.0.0.1:5000/#{report_render.trials_link(exp_id, objectives[0], modes[0])}", flush=True)
     if len(failed) < sweep.num_samples:
         print(f"use the best trial: python -m platform.transcribe {parent} FILES_OR_FOLDER... | "
               f"python -m platform.export {parent} OUT_DIR", flush=True)
@@ -294,7 +294,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
 def log_sweep_cost(c: Any, uri: str, parent: str, started: float) -> None:
     """The sweep's totals on its parent run: wall time (this driver's, since the command started), the trials'
     summed wall time and GPU-hours, and their GPU energy where it was measured."""
-    from platform.report import trial_rows
+    from platform.report_data import trial_rows
 
     rows = trial_rows(uri, parent)
     metered = [r for r in rows if r.get("energy_j") is not None]
@@ -308,7 +308,7 @@ def log_sweep_cost(c: Any, uri: str, parent: str, started: float) -> None:
 
 def failed_trials(uri: str, parent: str) -> list[dict[str, Any]]:
     """The sweep's trials that MLflow records FAILED (each with its `error` tag)."""
-    from platform.report import trial_rows
+    from platform.report_data import trial_rows
 
     return [r for r in trial_rows(uri, parent) if r["status"] == "FAILED"]
 
@@ -369,7 +369,7 @@ def _mark_unfinished(c: Any, uri: str, parent: str, expected: int) -> bool:
 
     Tune saves its state and returns on SIGINT; `--resume` later continues those trials in their own runs.
     """
-    from platform.report import trial_rows
+    from platform.report_data import trial_rows
 
     rows = trial_rows(uri, parent)
     unfinished = [r for r in rows if r["status"] in ("RUNNING", "SCHEDULED")]

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from platform.report import trials_link  # noqa: E402
+from platform.report_render import trials_link  # noqa: E402
 from tests import browser  # noqa: E402
 
 STEPS, ITEMS = 12, 32

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -353,86 +354,158 @@ def load(path: Path) -> SweepSpec:
 
 
 def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) -> ResolvedSweep:
-    """Apply `preset` and `--set` overrides, then validate the method config of every level."""
+    """Apply `preset` and `--set` overrides, then validate the method config of every level: the checks of
+    RESOLVE_CHECKS, in order; the first that fails stops the sweep with one line naming the file and field."""
     where = _relative(path)
     spec = load(path)
     if preset not in PRESETS:
         raise SpaceError(f"{where}: --preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     module = load_method(spec.method)
     _thaw_spec(spec, module.CONFIG)
-    chosen = spec.presets.get(preset, PresetSpec())
-    config = merge(spec.config, chosen.config)
-    space = chosen.space if chosen.space is not None else spec.space
-    at = f"presets.{preset}.space" if chosen.space is not None else "space"  # where the space's errors point
-    given, overrides = overrides or {}, {}
+    r = _Resolution.start(path, spec, preset, module, overrides or {})
     try:
-        for key, value in given.items():
-            try:
-                tp = field_type(module.CONFIG, key)
-                value = overrides[key] = thaw(value, tp)
-                coerced = coerce(value, tp, key)
-                config = merge(config, unflatten({key: value if isinstance(value, dict) else coerced}))
-            except ConfigError as exc:
-                raise ConfigError(f"--set {exc}") from None
-            searched = [k for k in flatten(unflatten({key: value})) if k in space]
-            require(not searched, f"--set {key}", f"is searched ({at}.{searched[0] if searched else key}); "
-                    "change the space instead")
-        if not space:
-            raise ConfigError(f"{at}: the sweep searches nothing; add at least one parameter")
-        if spec.ablation is not None:
-            space = _with_repeats(space, spec.ablation, at)
-        for key, param in space.items():
-            if param.named is not None:
-                try:
-                    field_type(module.CONFIG, key)
-                except ConfigError:
-                    continue  # a label, checked through its levels' overrides below
-                raise ConfigError(f"{at}.{key}: named levels need a label that is not a config field")
-            try:
-                tp = field_type(module.CONFIG, key)
-            except ConfigError as exc:
-                raise ConfigError(f"{at}.{exc}") from None
-            levels = [coerce(level, tp, f"{at}.{key}.values[{i}]" if param.values is not None else f"{at}.{key}")
-                      for i, level in enumerate(param.levels())]
-            if param.values is not None:
-                require(len({repr(v) for v in levels}) == len(levels), f"{at}.{key}.values",
-                        f"has duplicates once read as the field's type ({levels})")
-            if param.type in ("uniform", "loguniform"):
-                try:
-                    coerce(0.5, tp, key)
-                except ConfigError:
-                    raise ConfigError(f"{at}.{key}.type: {param.type} samples real numbers, which {key} does not take; "
-                                      "use int or choice") from None
-        resolved = ResolvedSweep(
+        for check in RESOLVE_CHECKS:
+            check(r)
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: {exc}") from None
+    return r.sweep
+
+
+@dataclass
+class _Resolution:
+    """A sweep while `resolve` checks it: the file's spec, the method, the chosen preset, the `--set` values as
+    given, and the sweep resolved so far (checks may complete it: typed overrides, an ablation's seeds)."""
+
+    spec: SweepSpec
+    module: Any
+    preset: str
+    chosen: PresetSpec
+    given: dict[str, Any]
+    at: str
+    """Where errors in the space point: `space`, or `presets.NAME.space` when the preset replaces it."""
+    sweep: ResolvedSweep
+
+    @classmethod
+    def start(cls, path: Path, spec: SweepSpec, preset: str, module: Any, given: dict[str, Any]) -> _Resolution:
+        """The file's sweep with the preset's config, space, budget, resources and searcher in place."""
+        chosen = spec.presets.get(preset, PresetSpec())
+        sweep = ResolvedSweep(
             name=path.stem, path=path, preset=preset, method=spec.method, description=spec.description,
-            metric=spec.metric, mode=spec.mode, config=config, space=space, searcher=chosen.searcher or spec.searcher,
+            metric=spec.metric, mode=spec.mode, config=merge(spec.config, chosen.config),
+            space=chosen.space if chosen.space is not None else spec.space, searcher=chosen.searcher or spec.searcher,
             scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
             max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
             resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=spec.ablation,
-            overrides=overrides, failure=chosen.failure or spec.failure,
+            overrides={}, failure=chosen.failure or spec.failure,
         )
-        if spec.searcher.type == "grid":
-            for key, param in space.items():
-                require(param.type in ("choice", "grid"), f"{at}.{key}.type",
-                        "a grid searcher needs choice or grid parameters")
-            # Optuna's grid sampler runs each combination once; more samples would repeat them.
-            resolved.num_samples = min(resolved.num_samples, resolved.grid_size())
-        for key, param in space.items():
-            if param.type == "grid" and spec.searcher.type != "grid":
-                raise ConfigError(f"{at}.{key}.type: grid parameters need searcher.type grid")
-        _check_levels(module, resolved, at, _origins(chosen.config, overrides, preset))
-        if spec.scheduler.type == "asha":
-            every = flatten(config).get("eval.every", 0)
-            require(isinstance(every, int) and every > 0, "scheduler.type",
-                    "asha compares a metric reported during training; set config eval.every (steps between "
-                    "validations) so trials report val_wer before they end")
-        if module.MAX_WORKERS is not None and resolved.resources.num_workers > module.MAX_WORKERS:
-            origin = f"presets.{preset}.resources" if chosen.resources is not None else "resources"
-            raise ConfigError(f"{origin}.num_workers: method {spec.method!r} trains on at most {module.MAX_WORKERS} "
-                              f"Ray Train worker(s) per trial, got {resolved.resources.num_workers}")
+        at = f"presets.{preset}.space" if chosen.space is not None else "space"
+        return cls(spec, module, preset, chosen, given, at, sweep)
+
+
+def _apply_overrides(r: _Resolution) -> None:
+    """Each `--set` value, typed by its config field, is merged into the config; a searched key cannot be set."""
+    for key, value in r.given.items():
+        try:
+            tp = field_type(r.module.CONFIG, key)
+            value = r.sweep.overrides[key] = thaw(value, tp)
+            coerced = coerce(value, tp, key)
+            r.sweep.config = merge(r.sweep.config, unflatten({key: value if isinstance(value, dict) else coerced}))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {exc}") from None
+        searched = [k for k in flatten(unflatten({key: value})) if k in r.sweep.space]
+        require(not searched, f"--set {key}", f"is searched ({r.at}.{searched[0] if searched else key}); "
+                "change the space instead")
+
+
+def _searches_something(r: _Resolution) -> None:
+    if not r.sweep.space:
+        raise ConfigError(f"{r.at}: the sweep searches nothing; add at least one parameter")
+
+
+def _ablation_has_seeds(r: _Resolution) -> None:
+    """An ablation's factor is a searched list of levels that holds the baseline; its seeds join the space."""
+    if r.spec.ablation is not None:
+        r.sweep.space = _with_repeats(r.sweep.space, r.spec.ablation, r.at)
+
+
+def _levels_fit_their_fields(r: _Resolution) -> None:
+    """Every searched key is a config field (or a named level's label) and each of its levels has the field's type."""
+    for key, param in r.sweep.space.items():
+        _level_fits_field(r, key, param)
+
+
+def _level_fits_field(r: _Resolution, key: str, param: ParamSpec) -> None:
+    if param.named is not None:
+        try:
+            field_type(r.module.CONFIG, key)
+        except ConfigError:
+            return  # a label, checked through its levels' overrides (_every_level_builds_a_config)
+        raise ConfigError(f"{r.at}.{key}: named levels need a label that is not a config field")
+    try:
+        tp = field_type(r.module.CONFIG, key)
     except ConfigError as exc:
-        raise SpaceError(f"{where}: {exc}") from None
-    return resolved
+        raise ConfigError(f"{r.at}.{exc}") from None
+    levels = [coerce(level, tp, f"{r.at}.{key}.values[{i}]" if param.values is not None else f"{r.at}.{key}")
+              for i, level in enumerate(param.levels())]
+    if param.values is not None:
+        require(len({repr(v) for v in levels}) == len(levels), f"{r.at}.{key}.values",
+                f"has duplicates once read as the field's type ({levels})")
+    if param.type in ("uniform", "loguniform"):
+        try:
+            coerce(0.5, tp, key)
+        except ConfigError:
+            raise ConfigError(f"{r.at}.{key}.type: {param.type} samples real numbers, which {key} does not take; "
+                              "use int or choice") from None
+
+
+def _grid_searches_levels(r: _Resolution) -> None:
+    """A grid searcher needs a list of levels for every parameter, and runs each combination once (more samples
+    would repeat them in Optuna's grid sampler)."""
+    if r.spec.searcher.type == "grid":
+        for key, param in r.sweep.space.items():
+            require(param.type in ("choice", "grid"), f"{r.at}.{key}.type", "a grid searcher needs choice or grid parameters")
+        r.sweep.num_samples = min(r.sweep.num_samples, r.sweep.grid_size())
+
+
+def _grid_parameters_need_grid_searcher(r: _Resolution) -> None:
+    for key, param in r.sweep.space.items():
+        if param.type == "grid" and r.spec.searcher.type != "grid":
+            raise ConfigError(f"{r.at}.{key}.type: grid parameters need searcher.type grid")
+
+
+def _every_level_builds_a_config(r: _Resolution) -> None:
+    """The method's config parses at every extreme level of each parameter (its own checks run here)."""
+    _check_levels(r.module, r.sweep, r.at, _origins(r.chosen.config, r.sweep.overrides, r.preset))
+
+
+def _asha_has_reports_to_compare(r: _Resolution) -> None:
+    if r.spec.scheduler.type == "asha":
+        every = flatten(r.sweep.config).get("eval.every", 0)
+        require(isinstance(every, int) and every > 0, "scheduler.type",
+                "asha compares a metric reported during training; set config eval.every (steps between "
+                "validations) so trials report val_wer before they end")
+
+
+def _workers_within_method_limit(r: _Resolution) -> None:
+    limit, workers = r.module.MAX_WORKERS, r.sweep.resources.num_workers
+    if limit is not None and workers > limit:
+        origin = f"presets.{r.preset}.resources" if r.chosen.resources is not None else "resources"
+        raise ConfigError(f"{origin}.num_workers: method {r.spec.method!r} trains on at most {limit} "
+                          f"Ray Train worker(s) per trial, got {workers}")
+
+
+RESOLVE_CHECKS: list[Callable[[_Resolution], None]] = [
+    _apply_overrides,
+    _searches_something,
+    _ablation_has_seeds,
+    _levels_fit_their_fields,
+    _grid_searches_levels,
+    _grid_parameters_need_grid_searcher,
+    _every_level_builds_a_config,
+    _asha_has_reports_to_compare,
+    _workers_within_method_limit,
+]
+"""What `resolve` checks, in order (each may complete the sweep; the first that fails names the field)."""
 
 
 def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:

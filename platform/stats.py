@@ -1,7 +1,7 @@
 """Statistics for sweep reports: error bars over seeds, paired significance tests, Pareto fronts.
 
 Pure functions over plain Python data and numpy arrays: nothing here talks to MLflow or Ray, so the
-report reads runs back (see `platform.report.trial_rows`) and hands the rows to these functions.
+report reads runs back (see `platform.report_data.trial_rows`) and hands the rows to these functions.
 
 Trial rows follow the report's shape: a ``status`` (MLflow's ``FINISHED``, or Optuna's ``COMPLETE``),
 metrics as top-level keys (``wer``, ``peak_vram_mb``, ...), the sampled parameters under ``searched``,

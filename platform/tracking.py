@@ -228,18 +228,18 @@ def resolved_config(method: str, fixed: dict[str, Any], space: dict[str, Any], s
 
 
 def start_parent(uri: str, sweep_name: str, tags: dict[str, str], params: dict[str, Any],
-                 config: dict[str, Any] | None = None) -> str:
-    """The sweep's parent run: its tags and params, its description (what the sweep asks, where its report
-    will be) and, from `config` (a resolved trial config), the data it uses."""
-    from platform.report import parent_description
-
+                 config: dict[str, Any] | None = None,
+                 describe: Callable[[dict[str, str], str, str], str] | None = None) -> str:
+    """The sweep's parent run: its tags and params, its description (`describe(tags as logged, experiment id,
+    run id)`, markdown) and, from `config` (a resolved trial config), the data it uses."""
     c = client(uri)
     exp = experiment_id(uri, sweep_name)
     tags = redact(tags)
     run = c.create_run(exp, run_name=f"{sweep_name}-{tags.get('stamp', '')}", tags=tags)
     run_id = run.info.run_id
     log_params(c, run_id, params)
-    c.set_tag(run_id, DESCRIPTION, parent_description(tags, exp, run_id))
+    if describe is not None:
+        c.set_tag(run_id, DESCRIPTION, describe(tags, exp, run_id))
     if config is not None:
         log_datasets(c, run_id, config)
     return run_id

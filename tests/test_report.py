@@ -103,7 +103,8 @@ def test_pareto_report_excludes_early_stopped_trials(tmp_path: Path) -> None:
 
 
 def test_method_metrics_get_columns_only_when_reported() -> None:
-    from platform.report import COLUMNS, table
+    from platform.report_data import COLUMNS
+    from platform.report_render import table
 
     base = {k: 1.0 for k in COLUMNS}
     rows = [{"trial": f"t{i}", "status": "FINISHED", "searched": {"kd.lambda_": lam}, **base, "wer_clean": 0.5 + i,
@@ -116,7 +117,7 @@ def test_method_metrics_get_columns_only_when_reported() -> None:
 
 
 def test_plot_lines_never_join_trials_from_different_grid_rows() -> None:
-    from platform.report import lines_by_other_keys
+    from platform.report_plots import lines_by_other_keys
 
     rows = [{"searched": {"lam": lam, "snr": snr, "fixed": 1}, "wer": lam + snr} for lam in (1.0, 0.0) for snr in (0, 10)]
     assert lines_by_other_keys(rows, "lam") == {"snr=0": [(0.0, 0.0), (1.0, 1.0)], "snr=10": [(0.0, 10.0), (1.0, 11.0)]}
@@ -124,7 +125,7 @@ def test_plot_lines_never_join_trials_from_different_grid_rows() -> None:
 
 
 def test_the_cost_line_sums_wall_gpu_hours_and_energy_where_measured() -> None:
-    from platform.report import cost_line
+    from platform.report_render import cost_line
 
     rows = [{"trial_wall_s": 60.0, "gpu_hours": 60 / 3600, "energy_j": 1.8e6},
             {"trial_wall_s": 120.0, "gpu_hours": 120 / 3600, "energy_j": 5.4e6}]
@@ -136,7 +137,7 @@ def test_the_cost_line_sums_wall_gpu_hours_and_energy_where_measured() -> None:
 
 
 def test_small_values_keep_their_digits_in_the_tables() -> None:
-    from platform.report import _fmt
+    from platform.report_render import _fmt
 
     assert _fmt(2.28e-05) == "2.28e-05" and _fmt(0.00081) == "0.00081"
     assert _fmt(0.0508) == "0.0508" and _fmt(0.0) == "0.0000" and _fmt(2440.4) == "2,440.4"

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from platform.progress import LiveProgress, estimate_left, trial_line
-from platform.report import html_report, trials_link
+from platform.report_render import html_report, trials_link
 from platform.spaces import ParamSpec
 from platform.tracking import dataset_inputs, trial_label
 from trainables.blocks import progress
@@ -78,13 +78,17 @@ def test_report_html_is_one_self_contained_page(tmp_path: Path) -> None:
     fig.add_subplot().plot([1, 2], [3, 4])
     fig.savefig(tmp_path / "wer_vs_lora_r.png")
     markdown = ("# sweep\n\nWhat it asks, with `code` and **bold**.\n\n## Trials\n\n"
-                "| trial | wer |\n| ------|---- |\n| r=1 <x> | 0.1 |\n| r=4 | 0.2 |\n\n![wer vs r](wer_vs_lora_r.png)\n")
+                "| trial | wer |\n| ------|---- |\n| r=1 <x> | 0.1 |\n| r=4 | 0.2 |\n\n![wer vs r](wer_vs_lora_r.png)\n"
+                "![never drawn](missing.png)\n\nAn error line: <script>alert(1)</script>\n")
     page = html_report(markdown, tmp_path, "sweep: report")
     assert "<h1>sweep</h1>" in page and "<h2>Trials</h2>" in page
     assert "<code>code</code>" in page and "<strong>bold</strong>" in page
-    assert re.search(r"<th>trial</th><th>wer</th></tr></thead><tbody><tr><td>r=1 &lt;x&gt;</td><td>0.1</td>", page)
+    assert re.search(r"<th>trial</th>\s*<th>wer</th>\s*</tr>\s*</thead>\s*<tbody>\s*<tr>\s*<td>r=1 &lt;x&gt;</td>\s*<td>0.1</td>",
+                     page)
     assert page.count("<tr>") == 3  # header and two rows: the separator row is no row
     assert 'src="data:image/png;base64,' in page and "wer_vs_lora_r.png" not in page.split("<body>")[1].split("alt=")[0]
+    assert page.count("<figure>") == 1 and "<figcaption>wer vs r</figcaption>" in page  # a missing plot is left out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>" not in page  # text in the report is data
 
 
 def test_time_left_follows_the_pace_of_steps_and_finished_trials() -> None:

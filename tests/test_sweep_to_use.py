@@ -125,7 +125,7 @@ def test_best_trial_transcribes_and_exports_by_run_id(sweep: dict[str, Any], tmp
 @pytest.mark.skipif(browser.chromium_paths() is None, reason="needs Chromium and chromedriver (Debian: chromium, chromium-driver)")
 def test_mlflow_ui_in_chromium_lists_the_trials_by_name_with_wer(sweep: dict[str, Any], tmp_path: Path) -> None:
     pytest.importorskip("selenium")
-    from platform.report import trials_link
+    from platform.report_render import trials_link
 
     exp_id = sweep["experiment"].experiment_id
     with browser.mlflow_ui(sweep["uri"], tmp_path / "mlflow-ui.log") as health, browser.chromium() as driver:

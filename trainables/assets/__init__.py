@@ -111,16 +111,10 @@ def check_model_source(name: str, field: str) -> None:
 def check_data_source(source: str, field: str, data: Any = None) -> None:
     """Cheap validation of a speech source: an offline corpus, a local folder or data set, or a reachable hub data
     set. With `data` (the `DataConfig` naming the source's columns and `on_bad`), a local data set's metadata is
-    read too (trainables.blocks.data.validate_source); every problem is one line naming `field`."""
-    from trainables.blocks.data import validate_source
+    read too; every problem is one line naming `field` (trainables.blocks.data.check_source)."""
+    from trainables.blocks.data import check_source
 
-    try:
-        validate_source(source, data)
-    except ConfigError:
-        raise
-    except ValueError as exc:
-        message = str(exc).removeprefix("data.source: ")  # the loader's own messages name data.source
-        raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
+    check_source(source, field, data)
 
 
 def resolve_model(name: str) -> str:

@@ -29,18 +29,22 @@ import numpy as np
 
 from trainables.assets.corpus import CORPORA, ensure_corpus
 from trainables.blocks.audio import AUDIO_SUFFIXES, SAMPLE_RATE, decode_audio
-from trainables.blocks.config import require
+from trainables.blocks.config import ConfigError, require
+from trainables.blocks.splits import (
+    DATASET_KINDS,
+    SPLIT_ALIASES,
+    SPLIT_FOLDERS,
+    TEXT_COLUMNS,
+    OnBad,
+    Utterance,
+    canonical_split,
+    hash_split,
+    unreadable_reason,
+)
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-_SPLIT_ALIASES = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-                  "dev": "validation", "test": "test"}
-_SPLIT_FOLDERS = {"train": ("train",), "validation": ("validation", "valid", "dev", "val"), "test": ("test",)}
-_TEXT_COLUMNS = ("transcription", "text", "transcript", "sentence", "normalized_text", "raw_transcription")
 _FILE_COLUMNS = ("file_name", "file", "filename", "path", "audio", "id")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 OFFLINE_HINT = "use an offline corpus such as 'espeak-general' or a local folder of audio with transcripts"
-
-Utterance = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ def hub_config_name(name: str, hub_config: str | None) -> str | None:
 
 def hub_split_name(name: str, split: str) -> str:
     """Hub data set `name`'s own name for `split` (a canonical split or its alias, or already its own name)."""
-    canonical = _SPLIT_ALIASES.get(split, split)
+    canonical = SPLIT_ALIASES.get(split, split)
     return _hub_spec(name).split_names.get(canonical, canonical)
 
 
@@ -134,8 +138,6 @@ def hub_reachable() -> bool:
 # ---------------------------------------------------------------------------------------------
 
 SourceKind = Literal["corpus", "folder", "hub", "hf_disk", "parquet", "manifest", "table", "kaldi"]
-DATASET_KINDS: tuple[str, ...] = ("hf_disk", "parquet", "manifest", "table", "kaldi")
-"""Source kinds read by `trainables.blocks.data_formats`: local data sets in the formats users keep."""
 
 
 def _looks_like_path(source: str) -> bool:
@@ -201,16 +203,20 @@ def validate_source(source: str, data: DataConfig | None = None) -> None:
             raise _hub_offline_error(source, reason)
 
 
-def canonical_split(split: str) -> str:
-    """`train`, `validation` or `test` for a split name or its usual alias (dev, valid, val)."""
-    if split not in _SPLIT_ALIASES:
-        raise ValueError(f"data.split: {split!r} is not one of {', '.join(SPLITS)} (or dev, valid, val)")
-    return _SPLIT_ALIASES[split]
-
-
 # ---------------------------------------------------------------------------------------------
 # Local folders
 # ---------------------------------------------------------------------------------------------
+
+
+def check_source(source: str, field: str, data: DataConfig | None = None) -> None:
+    """`validate_source` with every problem as a ConfigError of one line naming `field` (what configs raise)."""
+    try:
+        validate_source(source, data)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        message = str(exc).removeprefix("data.source: ")  # the loader's own messages name data.source
+        raise ConfigError(message if message.startswith(field) else f"{field}: {message}") from None
 
 
 def _audio_files(base: Path) -> list[Path]:
@@ -219,21 +225,15 @@ def _audio_files(base: Path) -> list[Path]:
 
 def _split_base(root: Path, split: str) -> Path | None:
     """The subfolder holding `split`, or None when the folder has no split subfolders at all."""
-    present = [name for names in _SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
+    present = [name for names in SPLIT_FOLDERS.values() for name in names if (root / name).is_dir()]
     if not present:
         return None
-    for name in _SPLIT_FOLDERS[split]:
+    for name in SPLIT_FOLDERS[split]:
         if (root / name).is_dir():
             return root / name
     raise ValueError(
         f"data.source: folder {str(root)!r} has split subfolders ({', '.join(present)}) but none for {split!r}"
     )
-
-
-def hash_split(name: str) -> str:
-    """Deterministic 80/10/10 train/validation/test assignment of a file name."""
-    bucket = int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100
-    return "train" if bucket < 80 else "validation" if bucket < 90 else "test"
 
 
 def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
@@ -258,7 +258,7 @@ def _read_mapping(path: Path) -> dict[str, str]:
     if not rows:
         return {}
     file_col, text_col = 0, (len(rows[0]) - 1 if delimiter == "|" else 1)
-    header_file, header_text = _pick(rows[0], _FILE_COLUMNS), _pick(rows[0], _TEXT_COLUMNS)
+    header_file, header_text = _pick(rows[0], _FILE_COLUMNS), _pick(rows[0], TEXT_COLUMNS)
     if header_file is not None and header_text is not None:
         file_col, text_col = header_file, header_text
         rows = rows[1:]
@@ -284,9 +284,6 @@ def _transcript(audio: Path, mappings: list[tuple[Path, dict[str, str]]]) -> str
             if key in mapping:
                 return mapping[key]
     return None
-
-
-OnBad = Literal["error", "skip"]
 
 
 @dataclass
@@ -324,17 +321,6 @@ class FolderScan:
                 + "; ".join(parts))
 
 
-def _unreadable_reason(path: Path) -> str | None:
-    """Why soundfile cannot read `path` (its header only: cheap), or None when it can."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
-        return " ".join(str(exc).split())[-120:] or type(exc).__name__
-    return "no samples" if info.frames == 0 else None
-
-
 def scan_folder(root: Path) -> FolderScan:
     """Check every audio file of a local data folder on the driver, before any trial: which cannot be read and
     which have no transcript (what a trial would fail on, or silently drop)."""
@@ -346,7 +332,7 @@ def scan_folder(root: Path) -> FolderScan:
     mappings = _mappings(sorted(dirs))
     unreadable, unlabelled = [], []
     for f in files:
-        reason = _unreadable_reason(f)
+        reason = unreadable_reason(f)
         if reason is not None:
             unreadable.append((f, reason))
         elif _transcript(f, mappings) is None:
@@ -627,9 +613,7 @@ class DataConfig:
         except ValueError:
             return  # the method's own check of data.source names the problem
         if kind in DATASET_KINDS:
-            from trainables import assets
-
-            assets.check_data_source(self.source, "source", self)
+            check_source(self.source, "source", self)
 
 
 @dataclass

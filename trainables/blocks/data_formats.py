@@ -33,16 +33,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from trainables.blocks.audio import AUDIO_SUFFIXES, decode_audio, to_mono
-from trainables.blocks.data import (
-    _SPLIT_ALIASES,
-    _SPLIT_FOLDERS,
-    _TEXT_COLUMNS,
+from trainables.blocks.splits import (
     DATASET_KINDS,
+    SPLIT_ALIASES,
+    SPLIT_FOLDERS,
+    TEXT_COLUMNS,
     OnBad,
     Utterance,
-    _unreadable_reason,
     canonical_split,
     hash_split,
+    unreadable_reason,
 )
 
 FORMATS: tuple[str, ...] = DATASET_KINDS
@@ -51,12 +51,12 @@ _FILE_FORMATS = {".jsonl": "manifest", ".json": "manifest", ".csv": "table", ".t
 AUDIO_COLUMNS: tuple[str, ...] = ("audio_filepath", "audio", "path", "audio_path", "file", "file_name", "filename",
                                   "wav", "wav_path")
 """Column (or manifest key) names taken for the audio, in this order, when `data.audio_column` is not set."""
-TEXT_COLUMNS: tuple[str, ...] = _TEXT_COLUMNS
+TEXT_COLUMNS: tuple[str, ...] = TEXT_COLUMNS
 """Column (or manifest key) names taken for the transcript, in this order, when `data.text_column` is not set."""
 SPLIT_COLUMN = "split"
 """A manifest key or table column that, when present, names each utterance's split (train, dev, test, ...)."""
 # Split names that may appear in parquet file and folder names, as `datasets` reads them in the hub's layouts.
-_PARQUET_SPLIT_WORDS = {**_SPLIT_ALIASES, "training": "train", "testing": "test", "eval": "test", "evaluation": "test"}
+_PARQUET_SPLIT_WORDS = {**SPLIT_ALIASES, "training": "train", "testing": "test", "eval": "test", "evaluation": "test"}
 _KALDI_UNSUPPORTED = re.compile(r"^(ark|scp|ark,[a-z,]+|scp,[a-z,]+):|\.ark:\d+$")
 
 
@@ -125,7 +125,7 @@ def _split_files(folder: Path) -> dict[str, Path]:
     `manifest_{split}.jsonl`, `{split}.csv`, `{split}.tsv`, ... with split one of train, validation, valid, dev,
     val, test (lower case). Looked up by name, so a large folder of audio is not listed."""
     found: dict[str, Path] = {}
-    for name, split in _SPLIT_ALIASES.items():
+    for name, split in SPLIT_ALIASES.items():
         for stem in (name, f"{name}_manifest", f"{name}-manifest", f"manifest_{name}"):
             for suffix in (".jsonl", ".json", ".csv", ".tsv"):
                 path = folder / f"{stem}{suffix}"
@@ -143,7 +143,7 @@ def _split_files(folder: Path) -> dict[str, Path]:
 
 
 def _kaldi_split_dirs(folder: Path) -> dict[str, Path]:
-    return {split: folder / name for split, names in _SPLIT_FOLDERS.items() for name in names
+    return {split: folder / name for split, names in SPLIT_FOLDERS.items() for name in names
             if (folder / name / "wav.scp").is_file()}
 
 
@@ -227,7 +227,7 @@ def _path_key(raw: str, root: Path) -> tuple[str, str]:
 
 
 def _split_value(value: Any, where: str) -> str:
-    split = _SPLIT_ALIASES.get(str(value).strip().lower()) if value is not None else None
+    split = SPLIT_ALIASES.get(str(value).strip().lower()) if value is not None else None
     if split is None:
         raise _error(f"{where}: split {value!r} is not one of train, validation, test (or dev, valid, val)")
     return split
@@ -764,7 +764,7 @@ def split_rows(lst: Listing, split: str) -> list[Row]:
         want = split
     else:
         canonical = canonical_split(split)
-        want = next((s for s in lst.named_splits if _SPLIT_ALIASES.get(s, s) == canonical), "")
+        want = next((s for s in lst.named_splits if SPLIT_ALIASES.get(s, s) == canonical), "")
         if not want:
             raise _error(f"{lst.label!r} has splits ({', '.join(lst.named_splits)}) but none for {split!r}")
     return [r for r in lst.rows if r.split == want]
@@ -818,7 +818,7 @@ def _segment_problem(row: Row) -> str | None:
     assert row.audio is not None
     if not row.audio.is_file():
         return f"audio file {str(row.audio)!r} does not exist"
-    reason = _unreadable_reason(row.audio)
+    reason = unreadable_reason(row.audio)
     if reason is not None:
         return f"cannot read {str(row.audio)!r} ({reason})"
     if row.start_s:
@@ -910,4 +910,4 @@ def describe(source: str, kind: str, split: str, max_items: int | None, audio_co
         size = r.audio.stat().st_size if r.audio is not None and r.audio.is_file() else None
         identity.append((r.id, r.text, str(r.audio) if r.audio is not None else r.index, size, r.start_s, r.end_s))
     canonical = rows[0].split if rows else split
-    return len(rows), identity, _SPLIT_ALIASES.get(canonical, canonical)
+    return len(rows), identity, SPLIT_ALIASES.get(canonical, canonical)

@@ -219,8 +219,8 @@ class SweepSpec:
     """Method to run (a key of trainables.METHODS)."""
     description: str = ""
     """The question this sweep answers."""
-    metric: str = "wer"
-    """Metric the searcher optimises (single-objective)."""
+    metric: str = "val_wer"
+    """Metric the searcher optimises (single-objective): a validation metric; test metrics are reported only."""
     mode: Literal["min", "max"] = "min"
     """Whether lower or higher `metric` is better."""
     config: dict[str, Any] = field(default_factory=dict)
@@ -536,6 +536,22 @@ def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:
         except ConfigError:
             tp = Any
         spec.ablation.baseline = thaw(spec.ablation.baseline, tp)
+
+
+def is_test_metric(name: str) -> bool:
+    """Whether `name` is scored on a test set (the espeak test split, the natural-voice test set, another named
+    test condition): what a trial reports, never what a search should select on."""
+    return name in ("wer", "cer", "natural_wer", "natural_cer") or name.startswith(("wer_", "cer_"))
+
+
+def objective_warnings(sweep: ResolvedSweep) -> list[str]:
+    """One line for each objective of the searcher or the scheduler that is a test metric."""
+    named = [("metric" if not sweep.searcher.metrics else "searcher.metrics", m) for m in sweep.objectives[0]]
+    if sweep.scheduler.type != "none":
+        named.append(("scheduler.metric", sweep.scheduler.metric))
+    return [f"warning: {_relative(sweep.path)}: {where}: {metric!r} is a test metric; the search will select on the "
+            f"test set, which makes its best trial look better than it is (select on val_wer, report {metric})"
+            for where, metric in named if is_test_metric(metric)]
 
 
 def check_data(sweep: ResolvedSweep) -> list[str]:

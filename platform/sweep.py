@@ -199,7 +199,7 @@ def _main(argv: list[str] | None = None) -> int:
             sweep.num_samples = args.num_samples
         if args.max_concurrent:
             sweep.max_concurrent_trials = args.max_concurrent
-        data_warnings = spaces.check_data(sweep)
+        data_warnings = spaces.objective_warnings(sweep) + spaces.check_data(sweep)
     except (SpaceError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -74,7 +74,7 @@ def running_cluster() -> bool:
     return Path("/tmp/ray/ray_current_cluster").exists()
 
 
-def connect_ray() -> bool:
+def connect_ray(log_to_driver: bool = True) -> bool:
     """Join a running cluster if there is one; returns whether it joined (else the caller starts one).
 
     Raises ClusterError when RAY_ADDRESS names a cluster that refuses the sweep (a token-authenticated
@@ -89,7 +89,8 @@ def connect_ray() -> bool:
     from trainables.blocks.launch import runtime_env
 
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env(str(ROOT)), log_to_driver=True)
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), runtime_env=runtime_env(str(ROOT)),
+                 log_to_driver=log_to_driver)
         return True
     except (ConnectionError, RuntimeError) as exc:
         if requested_address():
@@ -103,13 +104,14 @@ def connect_ray() -> bool:
         return False
 
 
-def start_local_ray() -> None:
+def start_local_ray(log_to_driver: bool = True) -> None:
+    """A private Ray on this machine; `log_to_driver=False` keeps its workers' output in its log files."""
     import ray
 
     from trainables.blocks.launch import runtime_env
 
     if not ray.is_initialized():
-        ray.init(runtime_env=runtime_env(str(ROOT)))
+        ray.init(runtime_env=runtime_env(str(ROOT)), log_to_driver=log_to_driver)
 
 
 def cluster_gpus() -> float:

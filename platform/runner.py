@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from platform import baselines, progress, report, report_render, tracking
+from platform import baselines, console, progress, report, report_render, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.report_data import trial_rows
 from platform.spaces import ResolvedSweep
@@ -33,13 +33,14 @@ EXIT_OK, EXIT_FAILED_TRIALS, EXIT_BAD_RESUME, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
-              storage: str | None, resume: bool, started: float, fresh_baseline: bool = False) -> int:
+              storage: str | None, resume: bool, started: float, fresh_baseline: bool = False,
+              verbose: bool = False) -> int:
     """Run a resolved sweep to its end; the exit status: 0 when every trial finished, 1 when some failed,
     130 when the sweep was interrupted (--resume continues it), 2 when --resume finds no run to continue."""
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
     try:
         run = prepare(sweep, uri=uri, storage=storage, resume=resume, overrides=overrides, why=why,
-                      fresh_baseline=fresh_baseline)
+                      fresh_baseline=fresh_baseline, verbose=verbose)
     except ResumeError as exc:
         print(f"error: --resume: {exc}", file=sys.stderr)
         return EXIT_BAD_RESUME
@@ -67,6 +68,8 @@ class SweepRun:
     resume: bool
     client: Any = None
     board: Any = None
+    log_file: Path | None = None
+    """Where the libraries' logs go (None with --verbose: to the console)."""
 
     @property
     def stamp(self) -> str:
@@ -106,14 +109,17 @@ class SweepRun:
 
 
 def prepare(sweep: ResolvedSweep, *, uri: str, storage: str | None, resume: bool, overrides: dict[str, Any], why: str,
-            fresh_baseline: bool) -> SweepRun:
+            fresh_baseline: bool, verbose: bool = False) -> SweepRun:
     """The run's state (new, or the latest earlier run's with --resume), its MLflow parent run, the offline
-    assets its trials need, Ray, and the untuned model's metrics."""
+    assets its trials need, Ray, and the untuned model's metrics. Unless `verbose`, the libraries' own logs go
+    to files in the results folder (platform/console.py)."""
     run = sweep_state(sweep, uri=uri, storage=storage, resume=resume, overrides=overrides)
+    if not verbose:
+        run.log_file = console.libraries_to_file(run.run_dir)
     open_parent_run(run, why)
     prepare_assets(sweep)
-    if not connect_ray():
-        start_local_ray()
+    if not connect_ray(log_to_driver=verbose):
+        start_local_ray(log_to_driver=verbose)
     run.board = progress.start_board()
     run.client = tracking.client(uri)
     record_baseline(run, fresh=fresh_baseline)
@@ -427,6 +433,11 @@ def conclude(run: SweepRun, started: float) -> int:
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
     log_sweep_cost(c, uri, parent, started)
     print(report.sweep_report(uri, parent, run.run_dir), flush=True)
+    if run.log_file is not None:
+        ray_logs = console.copy_ray_logs(run.run_dir)
+        where = f"{run.log_file}" + (f" and {ray_logs}/" if ray_logs else "")
+        print(f"the libraries' own logs (Ray, Tune, Optuna, MLflow, transformers): {where} (--verbose shows them live)",
+              flush=True)
     if interrupted:
         print(f"the sweep stopped before every trial finished; continue it with --resume "
               f"(python -m platform.sweep {sweep.name} --resume)", flush=True)

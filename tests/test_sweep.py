@@ -89,6 +89,14 @@ def test_sweep_records_every_trial_in_mlflow(tmp_path: Path, tiny_whisper_dir: P
     artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(parent_id)}
     assert {"summary.md", "summary.csv", "wer_vs_lora_r.png"} <= artifacts
     assert "| trial" in out.stdout and "lora.r" in out.stdout
+    # A quiet console: no line of Ray's workers or controllers reaches it; the files named at the end hold them.
+    console = out.stdout + out.stderr
+    for noise in ("(RayTrainWorker", "(TrainController", "core_worker.cc", "pid=", "INFO tune.py", "TrainingReport("):
+        assert noise not in console, noise
+    run_dir = next((tmp_path / "results" / "tiny_rank").glob("*/sweep.json")).parent
+    assert f"{run_dir / 'libraries.log'} and {run_dir / 'ray-logs'}/" in out.stdout
+    ray_logs = "".join(f.read_text(errors="replace") for f in (run_dir / "ray-logs").iterdir())
+    assert "worker group" in ray_logs  # Ray Train's controller: "Started training worker group of size 1"
 
 
 def test_failing_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path: Path, tiny_whisper_dir: Path) -> None:

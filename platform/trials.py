@@ -26,6 +26,8 @@ class TrialResult:
     method: str
     label: str
     """How to name it in messages: the run's name and id, or the folder."""
+    run_id: str | None = None
+    """The trial's MLflow run (None when RUN was a folder)."""
 
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -94,7 +96,7 @@ def _from_mlflow(run_id: str, uri: str) -> TrialResult:
     method = tags.get("method")
     if not method:
         raise RunError(f"RUN {label}: has no method tag (not a trial of platform.sweep)")
-    return TrialResult(_download(c, run, label), method, label)
+    return TrialResult(_download(c, run, label), method, label, run.info.run_id)
 
 
 def _best_trial(c: Any, parent: Any) -> Any:

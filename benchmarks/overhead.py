@@ -316,7 +316,7 @@ def sweep_command(spec: dict[str, Any], path: Path, work: Path, progress_s: floa
     `spec`'s preset and overrides, its own MLflow store and --storage in `work`, and a private Ray."""
     uri = f"sqlite:///{work / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "platform.sweep", str(path), "--preset", spec["preset"], "--tracking-uri", uri,
-           "--storage", str(work / "sweep-results")]
+           "--storage", str(work / "sweep-results"), "--no-register"]
     for key, value in spec["overrides"].items():
         cmd += ["--set", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     if spec.get("fresh_baseline"):

@@ -156,7 +156,7 @@ def register_best(parent_run_id: str, sweep_name: str, tracking_uri: str) -> Reg
     try:
         check_name(sweep_name, "sweep name")
         tags = tracking.client(tracking_uri).get_run(parent_run_id).data.tags
-        metrics, modes = json.loads(tags.get("objectives", "null")) or [["wer"], ["min"]]
+        metrics, modes = json.loads(tags.get("objectives", "null")) or [["val_wer"], ["min"]]
         result = resolve(parent_run_id, tracking_uri)
         registered = register(result, sweep_name, tracking_uri,
                               selected_by=f"best {metrics[0]} ({modes[0]}) of sweep run {parent_run_id}")

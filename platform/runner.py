@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from platform import baselines, console, progress, report, report_render, tracking
+from platform import baselines, console, progress, registry, report, report_render, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.report_data import trial_rows
 from platform.spaces import ResolvedSweep
@@ -34,7 +34,7 @@ EXIT_OK, EXIT_FAILED_TRIALS, EXIT_BAD_RESUME, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
               storage: str | None, resume: bool, started: float, fresh_baseline: bool = False,
-              verbose: bool = False) -> int:
+              verbose: bool = False, register: bool = True) -> int:
     """Run a resolved sweep to its end; the exit status: 0 when every trial finished, 1 when some failed,
     130 when the sweep was interrupted (--resume continues it), 2 when --resume finds no run to continue."""
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
@@ -45,7 +45,7 @@ def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, trac
         print(f"error: --resume: {exc}", file=sys.stderr)
         return EXIT_BAD_RESUME
     search(run)
-    return conclude(run, started)
+    return conclude(run, started, register=register)
 
 
 class ResumeError(RuntimeError):
@@ -425,7 +425,7 @@ def make_scheduler(sweep: ResolvedSweep) -> Any:
 # --------------------------------------------------------------------------------------------- 3. conclude
 
 
-def conclude(run: SweepRun, started: float) -> int:
+def conclude(run: SweepRun, started: float, *, register: bool = True) -> int:
     """The sweep's records and report, what to do next, and the exit status: 130 when trials were left unfinished
     (the parent run stays open for --resume), else the parent run is finished, 1 when some trials failed, 0."""
     sweep, c, uri, parent = run.sweep, run.client, run.uri, run.parent
@@ -444,6 +444,8 @@ def conclude(run: SweepRun, started: float) -> int:
         return EXIT_INTERRUPTED
     failed = failed_trials(uri, parent)
     c.set_terminated(parent, "FINISHED")
+    if register and len(failed) < sweep.num_samples:  # the best trial, by validation, in the Model Registry
+        registry.register_best(parent, sweep.name, uri)
     print_next_steps(run, started, any_finished=len(failed) < sweep.num_samples)
     if failed:
         c.set_tag(parent, "failed_trials", str(len(failed)))

@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fresh-baseline", action="store_true",
                    help="measure the untuned model again, even where this machine has it cached, and cache the new one")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan without starting Ray")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not register the best trial in MLflow's Model Registry under the sweep's name")
     p.add_argument("--verbose", action="store_true",
                    help="show the libraries' own logs (Ray's workers, Tune, Optuna, MLflow) live instead of in a file")
     return p.parse_args(argv)
@@ -216,7 +218,8 @@ def _main(argv: list[str] | None = None) -> int:
     from platform.runner import run_sweep
 
     return run_sweep(sweep, overrides=sweep.overrides, why=why, tracking_uri=uri, storage=args.storage,
-                     resume=args.resume, started=time.time(), fresh_baseline=args.fresh_baseline, verbose=args.verbose)
+                     resume=args.resume, started=time.time(), fresh_baseline=args.fresh_baseline, verbose=args.verbose,
+                     register=not args.no_register)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def test_qlora_bits_runs_every_level_with_two_seeds(tmp_path: Path, tiny_whisper
            "--set", f"model={tiny_whisper_dir}", "--set", "data.source=espeak-smoke",
            "--set", "data.max_eval_items=8", "--set", "data.max_val_items=2", "--set", "eval.max_new_tokens=4",
            "--set", "optim.max_steps=2", "--set", "optim.warmup_steps=1", "--set", "optim.batch_size=2",
-           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results")]
+           "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage", str(tmp_path / "results"), "--no-register"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "RAY_ADDRESS": ""})
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -153,7 +153,7 @@ def write_sweep(path: Path, model: Path, space: dict[str, Any], steps: int, ever
 
 def sweep_cmd(spec: Path, tmp: Path, *more: str) -> list[str]:
     return [sys.executable, "-m", "platform.sweep", str(spec), "--preset", "local",
-            "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "results"), *more]
+            "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "results"), "--no-register", *more]
 
 
 def on_cluster(cluster: Any) -> dict[str, str]:

@@ -86,7 +86,12 @@ def test_sweep_records_every_trial_in_mlflow(tmp_path: Path, tiny_whisper_dir: P
     # The summary table and plot are on the parent run.
     from mlflow.tracking import MlflowClient
 
-    artifacts = {a.path for a in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").list_artifacts(parent_id)}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    # Its best trial by validation is registered under the sweep's name, linked back to that trial.
+    [version] = client.search_model_versions("name = 'tiny_rank'")
+    best = min(children, key=lambda r: r.data.metrics["val_wer"])
+    assert version.tags["trial_run_id"] == best.info.run_id and f"models:/tiny_rank/{version.version}" in out.stdout
     assert {"summary.md", "summary.csv", "wer_vs_lora_r.png"} <= artifacts
     assert "| trial" in out.stdout and "lora.r" in out.stdout
     # A quiet console: no line of Ray's workers or controllers reaches it; the files named at the end hold them.

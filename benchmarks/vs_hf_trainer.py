@@ -84,6 +84,15 @@ def child_project(spec: dict[str, Any]) -> dict[str, Any]:
             "trainable_params": float(metrics["trainable_params"])}
 
 
+def project_order(train: list[dict], optim: Any, seed: int) -> list[dict]:
+    """The utterances of the project's training batches in its order (`optim.max_steps` x `grad_accum` batches of
+    `batch_size`): fed to a Trainer with sequential sampling, every step sees the same utterances on both sides."""
+    from trainables.blocks.batching import epoch_batches
+
+    stream = epoch_batches([len(u["audio"]) for u in train], optim.batch_size, seed, 0, 1)
+    return [train[i] for _ in range(optim.max_steps * optim.grad_accum) for i in next(stream)]
+
+
 class PlainCollator:
     """Log-mel features padded to the trained window and transcript token ids (padding -100), as a user of
     Seq2SeqTrainer writes it: the feature extractor and tokenizer called on the batch."""
@@ -112,7 +121,6 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, WhisperProcessor
 
     from trainables import assets, load_method
-    from trainables.blocks.batching import epoch_batches
     from trainables.blocks.data import SAMPLE_RATE, load_splits
     from trainables.blocks.evaluation import evaluate
     from trainables.blocks.models import (
@@ -147,9 +155,7 @@ def child_hf(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     processor = WhisperProcessor.from_pretrained(source)
     collator = PlainCollator(processor, int(round(splits.encoder_window_s * SAMPLE_RATE)), cfg.eval.max_new_tokens,
                              model.config.decoder_start_token_id)
-    # The project's batches, in its order: the same utterances in every step on both sides.
-    stream = epoch_batches([len(u["audio"]) for u in splits.train], o.batch_size, cfg.seed, 0, 1)
-    ordered = [splits.train[i] for _ in range(o.max_steps * o.grad_accum) for i in next(stream)]
+    ordered = project_order(splits.train, o, cfg.seed)
     ends: list[float] = []
 
     class StepTimes(TrainerCallback):

@@ -1,8 +1,9 @@
-"""The overhead, Seq2SeqTrainer and sweep-cost benchmarks run end to end on a tiny configuration and print well-formed
-fields. Speed itself is the benchmarks' business, not the tests': no number is compared with a bound here."""
+"""The overhead, Seq2SeqTrainer, sweep-cost and time-to-quality benchmarks run end to end on a tiny configuration
+and print well-formed fields. Speed itself is the benchmarks' business, not the tests': no number is compared with a bound here."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +108,61 @@ def test_sweep_cost_prints_table_fit_and_writes_plot(tiny_whisper_dir: Path, tmp
     assert fit["fixed_s"] + fit["per_trial_s"] == pytest.approx(runs[0]["wall_s"])
     assert fit["fixed_s"] + 2 * fit["per_trial_s"] == pytest.approx(runs[1]["wall_s"])
     assert result["spec"]["baseline"] is False and result["steps"] == 2 and result["speedups"] == []
+
+
+def load_benchmark(script: str) -> Any:
+    """benchmarks/`script` imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_to_quality_takes_evaluation_out_of_training_time() -> None:
+    ttq = load_benchmark("time_to_quality.py")
+    # Training starts at 10 s; steps end at 12, 14 (a 5 s pass after it, 14-19), 21, 23 (a 3 s pass, 23-26).
+    evals = [{"start": 14.0, "end": 19.0, "wer": 0.30}, {"start": 23.0, "end": 26.0, "wer": 0.20}]
+    curve = ttq.timeline(10.0, [12.0, 14.0, 21.0, 23.0], evals)
+    assert curve == [{"step": 2, "val_wer": 0.30, "train_s": 4.0, "wall_s": 19.0},
+                     {"step": 4, "val_wer": 0.20, "train_s": 8.0, "wall_s": 26.0}]
+    assert ttq.to_target(curve, 0.25) == {"step": 4, "train_s": 8.0, "wall_s": 26.0}
+    assert ttq.to_target(curve, 0.30) == {"step": 2, "train_s": 4.0, "wall_s": 19.0}
+    assert ttq.to_target(curve, 0.10) is None
+    assert ttq.ratio(8.0, 2.0) == 4.0 and ttq.ratio(8.0, None) is None
+
+
+@pytest.mark.slow  # trains a tiny model twice (no Ray)
+def test_time_to_quality_prints_table_times_to_target_and_ratio(tiny_whisper_dir: Path) -> None:
+    # A target every pass reaches: both sides hit it at their first validation pass (step 2 of 4).
+    stdout, result = run_benchmark("time_to_quality.py", "--tiny", "--model", str(tiny_whisper_dir), "--target", "100")
+    assert re.search(r"^side\s+window_s\s+base\s+steps\s+best_val_wer\s+steps_to_target\s+train_s_to_target\s+"
+                     r"wall_s_to_target\s+train_s\s+val_eval_s\s+setup_s\s+wall_s\s+test_wer\s+natural_wer$", stdout, re.M)
+    for side, base in (("standard", "fp32"), ("platform", "nf4\\+dq")):
+        row = re.search(rf"^{side}\s+{NUMBER}\s+{base}\s+4\s+{NUMBER}\s+2" + rf"\s+{NUMBER}" * 7 + r"\s+(\S+)$", stdout, re.M)
+        assert row, f"no row for {side}:\n{stdout[-3000:]}"
+        assert row.group(10) == "n/a" or 0 <= float(row.group(10)) <= 1.5, row.group(0)
+    assert "training wall time with evaluation time taken out (both sides)" in stdout
+    assert printed(stdout, "target val WER") == 100
+    for key in ("train_s_to_target", "wall_s_to_target", "wall_s"):
+        assert finite_positive(printed(stdout, f"ratio standard/platform {key}")), key
+
+    assert result["target_wer"] == 100 and result["target_from"] == "--target"
+    assert result["steps"] == 4 and result["every"] == 2 and isinstance(result["timing"], str)
+    std, plat = result["standard"], result["platform"]
+    assert std["window_s"] == 30.0 and 0 < plat["window_s"] < 30.0
+    assert (std["base"], plat["base"]) == ("fp32", "nf4+dq")
+    assert std["trainable_params"] == plat["trainable_params"]  # same placement and rank
+    for side in (std, plat):
+        assert side["steps"] == 4 and [c["step"] for c in side["curve"]] == [2, 4]
+        for c in side["curve"]:
+            assert 0 <= c["val_wer"] <= 1.5 and 0 < c["train_s"] < c["wall_s"] <= side["wall_s"], c
+        assert side["to_target"] == {k: side["curve"][0][k] for k in ("step", "train_s", "wall_s")}
+        for key in ("train_s", "val_eval_s", "setup_s", "wall_s", "process_wall_s"):
+            assert finite_positive(side[key]), key
+        assert side["train_s"] + side["setup_s"] <= side["wall_s"]
+        assert 0 <= side["test_wer"] <= 1.5
+        assert side["natural_wer"] is None or 0 <= side["natural_wer"] <= 1.5
+    assert 0 <= std["val_wer_check"] <= 1.5
+    assert result["ratio"]["train_s_to_target"] == pytest.approx(std["to_target"]["train_s"] / plat["to_target"]["train_s"])
+    assert result["ratio"]["steps_to_target"] == 1.0

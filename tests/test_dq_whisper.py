@@ -254,6 +254,7 @@ def test_alpha_zero_run_never_touches_the_teacher(tiny_whisper_dir: Path, monkey
     assert metrics["loss"] == metrics["ce_loss"]
 
 
+@pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier
 def test_distillation_run_reports_every_metric_and_caches_the_teacher_once(
         tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEECH_SWEEPS_CACHE", str(tmp_path))
@@ -278,6 +279,7 @@ def test_distillation_run_reports_every_metric_and_caches_the_teacher_once(
     assert built[1] == cache and (cache / "index.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
 
 
+@pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier
 def test_a_smaller_pretrained_student_is_distilled_through_a_projection(
         tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """student.source = a narrower Whisper with the teacher's tokenizer: hidden states meet through a trained map."""

@@ -120,6 +120,7 @@ def test_teacher_cache_is_built_once(tiny_whisper_dir: Path, smoke: list[dict], 
     assert len(calls) == 2  # another window is another key
 
 
+@pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier
 def test_kd_loss_falls_in_training(tiny_whisper_dir: Path, smoke: list[dict], tmp_cache: Path) -> None:
     cfg = _cfg(tiny_whisper_dir, tiny_whisper_dir)
     torch.manual_seed(0)

@@ -126,6 +126,7 @@ def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encod
     assert {"tle_mse", "tle_kl", "tle_beta"} <= set().union(*curves) and "loss" in set().union(*curves)
 
 
+@pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier
 @pytest.mark.parametrize("mode", ["text_lm", "tts", "tts+tle"])
 def test_every_mode_trains(mode: str, tiny_whisper_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
@@ -147,6 +148,7 @@ def to_plain(cfg: whistle.WhisTLEConfig) -> dict:
     return to_dict(cfg)
 
 
+@pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier
 def test_the_tle_and_encoder_states_are_built_once_and_reused(tiny_whisper_dir: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))

@@ -171,6 +171,7 @@ def child_standard(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     from trainables.blocks.evaluation import evaluate
     from trainables.blocks.metrics import error_rates
     from trainables.blocks.models import family_of, stack_depths, target_module_names
+    from trainables.blocks.tasks import WhisperSeq2Seq
     from trainables.blocks.training import autocast_mode, device, seed_everything
 
     module = load_method(spec["method"])
@@ -234,7 +235,7 @@ def child_standard(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     trainer.train()
     if not evals or evals[-1]["start"] < step_ends[-1]:  # the Trainer evaluates at multiples of K only
         trainer.evaluate()
-    task = module.WhisperTask(cfg, source, window_s)
+    task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens)
     dtype = torch.float32
     check = evaluate(task, model, splits.val, cfg.eval.batch_size, dev, dtype)
     final = evaluate(task, model, splits.test, cfg.eval.batch_size, dev, dtype)

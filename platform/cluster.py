@@ -111,7 +111,9 @@ def start_local_ray(log_to_driver: bool = True) -> None:
     from trainables.blocks.launch import runtime_env
 
     if not ray.is_initialized():
-        ray.init(runtime_env=runtime_env(str(ROOT)), log_to_driver=log_to_driver)
+        # "local": a new instance even where /tmp/ray still names a cluster that has since gone (a bare
+        # ray.init() would try to join that one and fail)
+        ray.init(address="local", runtime_env=runtime_env(str(ROOT)), log_to_driver=log_to_driver)
 
 
 def cluster_gpus() -> float:

@@ -366,13 +366,18 @@ def make_searcher(sweep: ResolvedSweep, study_dir: Path, study_name: str) -> Any
     from ray.tune.search.optuna import OptunaSearch
 
     class FinalResultsSearch(OptunaSearch):
-        """OptunaSearch that skips a trial's intermediate reports (validation WER at `eval.every`), which lack
-        the objective: the objective comes with the final report only."""
+        """OptunaSearch that tells the study a trial's final report only (the one with the test split's `wer`).
+
+        Intermediate reports (validation WER at `eval.every`) carry the objective too, but a trial the scheduler
+        stopped after one of them did not finish: the study records it PRUNED, not COMPLETE with an early value.
+        """
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if isinstance(self.metric, str) and self.metric not in result:
-                return
-            super().on_trial_result(trial_id, result)
+            if "wer" in result:
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            super().on_trial_complete(trial_id, result if result and "wer" in result else None, error)
 
     metrics, modes = sweep.objectives
     storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")

@@ -151,9 +151,10 @@ def write_sweep(path: Path, model: Path, space: dict[str, Any], steps: int, ever
     return path
 
 
-def sweep_cmd(spec: Path, tmp: Path, *more: str) -> list[str]:
+def sweep_cmd(spec: Path, tmp: Path, *more: str, uri: str | None = None) -> list[str]:
     return [sys.executable, "-m", "platform.sweep", str(spec), "--preset", "local",
-            "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "results"), "--no-register", *more]
+            "--tracking-uri", uri or f"sqlite:///{tmp / 'mlflow.db'}", "--storage", str(tmp / "results"),
+            "--no-register", *more]
 
 
 def on_cluster(cluster: Any) -> dict[str, str]:
@@ -345,11 +346,13 @@ def test_tracking_server_away_for_30_s_mid_sweep_loses_nothing(cluster: Any, tin
     steps, eval_every = 16, 8
     spec = write_sweep(tmp_path / "ft_server.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2]}},
                        steps, 0, eval_every=eval_every, num_samples=2, max_concurrent_trials=1)
-    cmd = [*sweep_cmd(spec, tmp_path)[:-4], "--tracking-uri", uri, "--storage", str(tmp_path / "results")]
+    cmd = sweep_cmd(spec, tmp_path, uri=uri)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
         def first_trial_running() -> bool:
+            if proc.poll() is not None:  # the sweep ended before any trial ran: say why, at once
+                pytest.fail(f"the sweep exited ({proc.returncode}) before its first trial: {proc.stdout.read()[-3000:]}")
             return bool(rows_while_starting(db, "select 1 from runs r join tags t on t.run_uuid = r.run_uuid "
                                                 "where t.key = 'trial_id'"))
 

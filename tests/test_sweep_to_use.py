@@ -74,7 +74,7 @@ def test_mlflow_holds_the_sweep_as_researchers_read_it(sweep: dict[str, Any]) ->
     note = parent.data.tags["mlflow.note.content"]
     assert "How much rank does a tiny model need?" in note
     assert f"runs/{parent.info.run_id}/artifactPath/report/report.html" in note
-    assert "Best trial by wer" in note and f"python -m platform.transcribe {parent.info.run_id}" in note
+    assert "Best trial by val_wer" in note and f"python -m platform.transcribe {parent.info.run_id}" in note
     # report.html beside report.md: one self-contained page, tables and the plot embedded.
     with open(c.download_artifacts(parent.info.run_id, "report/report.html", str(sweep["tmp"])), encoding="utf-8") as fh:
         page = fh.read()
@@ -101,15 +101,16 @@ def test_best_trial_transcribes_and_exports_by_run_id(sweep: dict[str, Any], tmp
     out = subprocess.run([sys.executable, "-m", "platform.transcribe", parent, str(folder)], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    best = min(sweep["children"], key=lambda r: (r.data.metrics["wer"], r.info.run_name))
-    assert f"sweep {NAME}'s parent run: using its best trial by wer" in out.stderr
+    # Chosen on validation WER (ties by name), never on the test split's.
+    best = min(sweep["children"], key=lambda r: (r.data.metrics["val_wer"], r.info.run_name))
+    assert f"sweep {NAME}'s parent run: using its best trial by val_wer" in out.stderr
     lines = out.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines[:-1]] == [str(folder / f"{u['id']}.wav") for u in utts]
     assert lines[-1].startswith("WER ") and "over 2 of 2 files with transcripts" in lines[-1]
     # Its artifacts were downloaded once, into the cache, under the chosen trial's run id.
     chosen = out.stderr.split("(run ", 1)[1].split(",", 1)[0]
     assert chosen in {r.info.run_id for r in sweep["children"]}
-    assert sweep["client"].get_run(chosen).data.metrics["wer"] == best.data.metrics["wer"]
+    assert sweep["client"].get_run(chosen).data.metrics["val_wer"] == best.data.metrics["val_wer"]
     assert (tmp_path / "cache" / "runs" / chosen / "adapter" / "adapter_config.json").is_file()
     child = sweep["children"][0].info.run_id
     out = subprocess.run([sys.executable, "-m", "platform.export", child, str(tmp_path / "model")], cwd=ROOT, env=env,
@@ -156,13 +157,13 @@ def test_optuna_dashboard_serves_the_sweeps_study(sweep: dict[str, Any], tmp_pat
         studies = json.load(urllib.request.urlopen(studies_url, timeout=30))["study_summaries"]
         assert len(studies) == 1 and studies[0]["study_name"].startswith(f"{NAME}-")
         detail = json.load(urllib.request.urlopen(f"{studies_url}/{studies[0]['study_id']}", timeout=30))
-    assert detail["objective_names"] == ["wer"]  # named after the metric, not "Objective 0"
+    assert detail["objective_names"] == ["val_wer"]  # named after the metric, not "Objective 0"
     trials = detail["trials"]
     assert [t["state"] for t in trials] == ["Complete", "Complete"]
     by_rank = {json.loads(p["param_external_value"]) if isinstance(p["param_external_value"], str) else p["param_external_value"]: t
                for t in trials for p in t["params"] if p["name"] == "lora.r"}
     assert set(by_rank) == {2, 8}
-    # The study's objective values are the trials' WERs in MLflow.
-    wer = {int(r.data.params["lora.r"]): r.data.metrics["wer"] for r in sweep["children"]}
+    # The study's objective values are the trials' validation WERs in MLflow.
+    wer = {int(r.data.params["lora.r"]): r.data.metrics["val_wer"] for r in sweep["children"]}
     for rank, trial in by_rank.items():
         assert trial["values"][0] == pytest.approx(wer[rank])

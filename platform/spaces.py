@@ -30,6 +30,7 @@ from trainables.blocks.config import (
     thaw,
     unflatten,
 )
+from trainables.blocks.languages import headline, language_code
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 PRESETS = ("local", "gpu")
@@ -549,9 +550,24 @@ def objective_warnings(sweep: ResolvedSweep) -> list[str]:
     named = [("metric" if not sweep.searcher.metrics else "searcher.metrics", m) for m in sweep.objectives[0]]
     if sweep.scheduler.type != "none":
         named.append(("scheduler.metric", sweep.scheduler.metric))
-    return [f"warning: {_relative(sweep.path)}: {where}: {metric!r} is a test metric; the search will select on the "
-            f"test set, which makes its best trial look better than it is (select on val_wer, report {metric})"
-            for where, metric in named if is_test_metric(metric)]
+    out = [f"warning: {_relative(sweep.path)}: {where}: {metric!r} is a test metric; the search will select on the "
+           f"test set, which makes its best trial look better than it is (select on val_wer, report {metric})"
+           for where, metric in named if is_test_metric(metric)]
+    language = _data_language(sweep)
+    if language is not None and headline(language) == "cer":
+        out += [f"warning: {_relative(sweep.path)}: {where}: {metric!r} in {language}, which is written without spaces "
+                f"between words, counts whole sentences as words; select on {metric[:-3]}cer"
+                for where, metric in named if metric.endswith("wer")]
+    return out
+
+
+def _data_language(sweep: ResolvedSweep) -> str | None:
+    """The language (data.language) of the sweep's first trial, where its method has one."""
+    module = load_method(sweep.method)
+    first = {k: p.levels()[0] for k, p in sweep.space.items()}
+    data = getattr(module.parse_config(sweep.trial_config(first)), "data", None)
+    language = getattr(data, "language", None)
+    return language_code(language, "data.language") if isinstance(language, str) else None
 
 
 def check_data(sweep: ResolvedSweep) -> list[str]:

@@ -124,3 +124,16 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if f.name.startswith(("tokenizer", "chat_template", "special_tokens")):
             shutil.copy(f, out / f.name)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_multilingual_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2+2-layer multilingual Whisper (d_model 64) with whisper-base's tokenizer (its
+    language and task tokens) and generation config; skipped where the whisper-base packages are missing."""
+    from trainables.assets.ct2_whisper import MissingSourceError, base_source, write_tiny_random
+
+    try:
+        source = base_source()
+    except MissingSourceError as err:
+        pytest.skip(str(err))
+    return write_tiny_random(source, tmp_path_factory.mktemp("tiny-multilingual"))

@@ -25,6 +25,19 @@ def test_a_sweep_that_optimises_a_test_metric_is_warned_about(tmp_path: Path, ca
     assert "warning:" not in capsys.readouterr().err
 
 
+def test_a_language_without_spaces_is_warned_to_select_on_cer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "japanese.yaml"
+    path.write_text("method: qlora\nconfig: {model: whisper-base, data: {source: espeak-smoke, language: Japanese}}\n"
+                    "space:\n  lora.r: {type: choice, values: [2, 4]}\n")
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(err) == 1 and "'val_wer' in ja, which is written without spaces" in err[0] and err[0].endswith(
+        "select on val_cer"), err
+    path.write_text(path.read_text().replace("space:", "metric: val_cer\nspace:"))
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    assert "warning:" not in capsys.readouterr().err
+
+
 def _store(tmp_path: Path) -> tuple[object, object]:
     """A sweep's parent run and two finished trials whose validation and test rankings disagree."""
     from mlflow.tracking import MlflowClient

@@ -62,6 +62,7 @@ from trainables.blocks.inference import (
     TaskRecogniser,
     Trial,
     copy_loader,
+    exported_generation,
     prepare_out_dir,
     published_name,
     read_trial,
@@ -161,6 +162,7 @@ class DQWhisperConfig:
                 f"must be in [-20, 60] dB, got {self.eval_snr_db}")
         assets.check_model_source(self.teacher, "teacher")
         assets.check_data_source(self.data.source, "data.source")
+        assets.check_model_language(self.teacher, self.data.language, "teacher")
         config = assets.model_config_if_local(self.teacher)
         if config is not None:
             require(config.get("model_type") == "whisper", "teacher", f"must be a Whisper model, not {config.get('model_type')}")
@@ -284,18 +286,19 @@ def teacher_cache(cfg: DQWhisperConfig, teacher_source: str, train: list[dict], 
     """Teacher top-k logits and decoder hidden states of every training utterance, built once on disk."""
     inputs = {"teacher": teacher_source, "data": cfg.data.source, "hub_config": cfg.data.hub_config,
               "split": cfg.data.train_split, "max_items": cfg.data.max_train_items, "window_s": window_s,
-              "top_k": cfg.distill.top_k, "max_new_tokens": cfg.eval.max_new_tokens, "n": len(train), "version": 1}
+              "top_k": cfg.distill.top_k, "max_new_tokens": cfg.eval.max_new_tokens, "n": len(train),
+              "language": cfg.data.language, "version": 2}  # 2: a multilingual teacher's labels name the language
     target = cache_root() / "teacher-outputs" / f"{Path(teacher_source).name}-{input_key(inputs)}"
 
     def build_cache(out: Path) -> None:
         teacher = load_base_model(teacher_source, "whisper", PrecisionConfig(bits=32), dev).eval()
         shrink_whisper_encoder(teacher, window_positions(window_s))
-        task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens)
+        task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens, language=cfg.data.language)
         index = {}
         for start in progress.tracked(range(0, len(train), 8), "teacher outputs (once)"):
             utts = train[start : start + 8]
             feats, _ = task.features.batch(utts)
-            labels = task.labels(teacher, [u["text"] for u in utts])
+            labels = task.labels(teacher, [u["text"] for u in utts], task.languages(utts))
             with torch.no_grad():
                 o = teacher(input_features=feats.to(dev), labels=labels.to(dev), output_hidden_states=True)
             vals, idx = o.logits.float().topk(cfg.distill.top_k, dim=-1)
@@ -386,7 +389,8 @@ def setup(cfg: DQWhisperConfig) -> Setup:
         p.requires_grad_(True)
     student.model.encoder.embed_positions.weight.requires_grad_(False)  # Whisper's fixed sinusoidal table
     bits = add_fake_quant(student, cfg.quant)
-    task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens, spec_augment=cfg.spec_augment)
+    task = WhisperSeq2Seq(teacher_source, window_s, cfg.eval.max_new_tokens, language=cfg.data.language,
+                          spec_augment=cfg.spec_augment)
     cache, index, projection = None, {}, None
     if cfg.distill.alpha > 0 and cfg.optim.max_steps > 0:
         cache = teacher_cache(cfg, teacher_source, splits.train, window_s, dev)
@@ -498,7 +502,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The trial's student as deployed: its packed weights, dequantised."""
     trial = read_trial(artifacts)
     cfg, teacher_source, model = load_result(trial, device)
-    task = WhisperSeq2Seq(teacher_source, trial.window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(teacher_source, trial.window_s, cfg.eval.max_new_tokens, language=cfg.data.language)
     return TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
 
 
@@ -528,11 +532,8 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         tensors["model.encoder.embed_positions.weight"] = model.model.encoder.embed_positions.weight.detach().half()
         save_file(tensors, str(out / "model.safetensors"), metadata=meta)
     model.config.save_pretrained(out)
-    generation = model.generation_config
-    generation.max_new_tokens = cfg.eval.max_new_tokens  # as the trial decoded
-    if getattr(generation, "is_multilingual", False):
-        generation.language, generation.task = "en", "transcribe"
-    generation.save_pretrained(out)
+    exported_generation(model.generation_config, cfg.eval.max_new_tokens, cfg.data.language)
+    model.generation_config.save_pretrained(out)
     whisper_processor(teacher_source, seconds).save_pretrained(out)
     copy_loader("dq_whisper", out, "load_quantised.py")
     write_manifest(out, trial, "dq_whisper", "packed_quantised_whisper", loader="load_quantised.py", bits=bits,

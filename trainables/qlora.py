@@ -32,6 +32,7 @@ from trainables.blocks.inference import (
     Trial,
     copy_adapter,
     dequantise_linears,
+    exported_generation,
     prepare_out_dir,
     published_name,
     read_trial,
@@ -149,6 +150,7 @@ class QLoRAConfig:
                 "entropy allocation and AdaLoRA both set the ranks; choose one")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
+        assets.check_model_language(self.model, self.data.language, "model")
         model_config = assets.model_config_if_local(self.model)
         if model_config is not None:
             check_lora_against_model(self.lora, model_config)
@@ -298,7 +300,8 @@ def setup(cfg: QLoRAConfig) -> Setup:
     if family == "whisper":
         window_s = splits.encoder_window_s
         shrink_whisper_encoder(model, window_positions(window_s))
-        task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens, spec_augment=cfg.spec_augment)
+        task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens, language=cfg.data.language,
+                              spec_augment=cfg.spec_augment)
     else:
         window_s = 0.0
         model.config.mask_time_prob = 0.05 if cfg.spec_augment.enabled else 0.0
@@ -445,7 +448,8 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
     """The trial's model as it was evaluated (quantised base + adapter), decoding with its own task."""
     trial = read_trial(artifacts)
     cfg, source, family, model = load_result(trial, device)
-    task = (WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens) if family == "whisper" else CTC(source))
+    task = (WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens, language=cfg.data.language)
+            if family == "whisper" else CTC(source))
     return TaskRecogniser(task, model, device, input_dtype(model), trial.window_s, cfg.eval.batch_size)
 
 
@@ -472,7 +476,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         seconds = whole_second_window(window)
         widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
         processor = whisper_processor(source, seconds)
-        model.generation_config.max_new_tokens = cfg.eval.max_new_tokens  # as the trial decoded
+        exported_generation(model.generation_config, cfg.eval.max_new_tokens, cfg.data.language)
     else:
         from transformers import AutoProcessor
 

@@ -203,6 +203,7 @@ class WhisTLEConfig:
         require(0 <= self.source_ratio < 1, "source_ratio", f"must be in [0, 1), got {self.source_ratio}")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
+        assets.check_model_language(self.model, self.data.language, "model")
         model_config = assets.model_config_if_local(self.model)
         if model_config is not None:
             require(model_config.get("model_type") == "whisper", "model", f"must be a Whisper model, not {model_config.get('model_type')}")
@@ -479,7 +480,7 @@ def setup(cfg: WhisTLEConfig) -> Setup:
     target_eval = load_speech(t.eval_source, t.eval_split, max_items=t.max_eval_items, hub_config=t.hub_config)
     target_texts = load_texts(t.text, max_items=t.max_sentences, field="target.text", hub_config=t.hub_config)
     window_s = _window(cfg, splits, target_eval)
-    task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(source, window_s, cfg.eval.max_new_tokens, language=cfg.data.language)
     model = models.load_base_model(source, "whisper", PrecisionConfig(bits=32), dev)
     models.shrink_whisper_encoder(model, models.window_positions(window_s))
     d_model = model.config.d_model
@@ -636,7 +637,7 @@ def recogniser(artifacts: Path, device: torch.device) -> Recogniser:
 
     trial = inference.read_trial(artifacts)
     cfg, source, model = load_result(trial, device)
-    task = WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens)
+    task = WhisperSeq2Seq(source, trial.window_s, cfg.eval.max_new_tokens, language=cfg.data.language)
     return inference.TaskRecogniser(task, model, device, torch.float32, trial.window_s, cfg.eval.batch_size)
 
 
@@ -658,7 +659,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
     seconds = inference.whole_second_window(trial.window_s)
     inference.widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
     processor = inference.whisper_processor(source, seconds)
-    model.generation_config.max_new_tokens = cfg.eval.max_new_tokens
+    inference.exported_generation(model.generation_config, cfg.eval.max_new_tokens, cfg.data.language)
     model.to(torch.float16).save_pretrained(out)
     processor.save_pretrained(out)
     inference.write_manifest(out, trial, "whistle", "transformers_whisper", base=base, encoder_window_s=seconds)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.blocks.config import ConfigError
+from trainables.blocks.languages import MULTILINGUAL_VOCAB
 from trainables.blocks.metrics import safetensors_bytes, safetensors_dtype_itemsize
 
 
@@ -106,6 +107,27 @@ def check_model_source(name: str, field: str) -> None:
     raise ConfigError(
         f"{field}: {name!r} is neither an offline model ({', '.join(MODEL_ASSETS)}), an existing directory, nor a hub id"
     )
+
+
+def english_only(model: str) -> bool | None:
+    """Whether a model transcribes English only, where that is known without loading it: an offline asset or a
+    local directory (its vocabulary), a name ending in .en (openai/whisper-tiny.en); None otherwise."""
+    config = model_config_if_local(model)
+    if config is None:
+        path = Path(model).expanduser() / "config.json"
+        config = json.loads(path.read_text()) if path.is_file() else None
+    if config is not None and config.get("model_type") == "whisper":
+        return int(config.get("vocab_size", MULTILINGUAL_VOCAB)) < MULTILINGUAL_VOCAB
+    if model.endswith(".en"):
+        return True
+    return None
+
+
+def check_model_language(model: str, language: str, field: str) -> None:
+    """An English-only Whisper refuses a language other than English, naming both fields, before work starts."""
+    if language != "en" and english_only(model):
+        raise ConfigError(f"data.language: {language!r}, but {field} {model!r} is English-only; use a multilingual "
+                          "Whisper (whisper-base, openai/whisper-small) or data.language en")
 
 
 def check_data_source(source: str, field: str, data: Any = None) -> None:

@@ -499,6 +499,33 @@ def convert_ct2_whisper(
     _write_tokenizer(Path(tokenizer_json), ids, dims, english_only, out_dir)
 
 
+def write_tiny_random(source: CT2WhisperSource, out_dir: Path, *, d_model: int = 64, layers: int = 2,
+                      seed: int = 0) -> Path:
+    """A randomly initialised small Whisper with `source`'s tokenizer, features and generation config (for a
+    multilingual source: its language and task tokens), for tests that need the real vocabulary, not weights."""
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+    model = read_ct2(source.model_files)
+    dims = _dims(model.tensors())
+    ids = _special_ids(json.loads(source.tokenizer_json.read_text())["added_tokens"])
+    gen = _generation_config(json.loads(source.ct2_config_json.read_text()), ids, dims, source.english_only)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = WhisperConfig(
+        vocab_size=dims.vocab_size, num_mel_bins=dims.num_mel_bins, d_model=d_model, encoder_layers=layers,
+        decoder_layers=layers, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model, max_source_positions=dims.max_source_positions,
+        max_target_positions=dims.max_target_positions, decoder_start_token_id=ids.sot, bos_token_id=ids.eot,
+        eos_token_id=ids.eot, pad_token_id=ids.eot, begin_suppress_tokens=gen["begin_suppress_tokens"],
+        suppress_tokens=gen["suppress_tokens"],
+    )
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(config).save_pretrained(out_dir)
+    GenerationConfig(**gen).save_pretrained(out_dir)
+    _write_tokenizer(source.tokenizer_json, ids, dims, source.english_only, out_dir)
+    return out_dir
+
+
 @dataclass(frozen=True)
 class CT2WhisperSource:
     """Where an offline CTranslate2 Whisper checkpoint lies, and what it is."""

@@ -169,14 +169,20 @@ class WhisperFeatures:
         return feats, [self.frames(u["audio"]) for u in utts]
 
 
-def whisper_labels(tokenizer: Any, texts: Sequence[str], decoder_start_token_id: int, max_len: int) -> torch.Tensor:
+def whisper_labels(tokenizer: Any, texts: Sequence[str], decoder_start_token_id: int, max_len: int,
+                   languages: Sequence[str] | None = None) -> torch.Tensor:
     """Token ids of the transcripts (prefix tokens and end-of-text included), padded with -100.
 
-    The model builds its decoder inputs by shifting these right behind the start token, so a
-    leading start token is dropped here.
+    `languages` (a multilingual tokenizer only): each transcript's prefix names its language and the transcribe
+    task, as the decoder is told when it transcribes. The model builds its decoder inputs by shifting these right
+    behind the start token, so a leading start token is dropped here.
     """
     rows = []
-    for text in texts:
+    current = None
+    for i, text in enumerate(texts):
+        if languages is not None and languages[i] != current:
+            current = languages[i]
+            tokenizer.set_prefix_tokens(language=current, task="transcribe")
         ids = tokenizer(" " + text.strip()).input_ids
         if ids and ids[0] == decoder_start_token_id:
             ids = ids[1:]

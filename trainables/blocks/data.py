@@ -30,6 +30,7 @@ import numpy as np
 from trainables.assets.corpus import CORPORA, ensure_corpus
 from trainables.blocks.audio import AUDIO_SUFFIXES, SAMPLE_RATE, decode_audio
 from trainables.blocks.config import ConfigError, require
+from trainables.blocks.languages import language_code
 from trainables.blocks.splits import (
     DATASET_KINDS,
     SPLIT_ALIASES,
@@ -599,6 +600,11 @@ class DataConfig:
     text_column: str | None = None
     """Column (or manifest key) holding the transcript; None: the hub data set's known one, else the first of
     transcription, text, transcript, sentence, normalized_text, raw_transcription."""
+    language: str = "en"
+    """Language of the speech (a code such as en, de, fr; a name or a locale is read as its code). An utterance's
+    own, from a language column (language, lang, locale, language_code) of a data set, manifest or table, wins.
+    Whisper is trained and told to transcribe each utterance in its language; an English-only model takes en
+    only. A set holding several languages also gets wer_<lang> and cer_<lang>."""
 
     def check(self) -> None:
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
@@ -608,6 +614,10 @@ class DataConfig:
         for name in ("audio_column", "text_column"):
             value = getattr(self, name)
             require(value is None or bool(value.strip()), name, "must name a column or be null")
+        try:
+            self.language = language_code(self.language, "language")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             kind = source_kind(self.source)
         except ValueError:
@@ -635,7 +645,13 @@ def load_splits(cfg: DataConfig) -> Splits:
     val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, **kw)
     test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, **kw)
     longest_s = max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE
+    train, val, test = (with_language(split, cfg.language) for split in (train, val, test))
     return Splits(train, val, test, cfg.encoder_window_s or math.ceil(2 * longest_s) / 2)
+
+
+def with_language(utts: list[Utterance], language: str) -> list[Utterance]:
+    """`utts` with `language` where the data gave none (new dicts: loaded splits may be shared)."""
+    return [u if u.get("language") else {**u, "language": language} for u in utts]
 
 
 # ---------------------------------------------------------------------------------------------

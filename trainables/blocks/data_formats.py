@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from trainables.blocks.audio import AUDIO_SUFFIXES, decode_audio, to_mono
+from trainables.blocks.languages import LANGUAGE_COLUMNS, language_code
 from trainables.blocks.splits import (
     DATASET_KINDS,
     SPLIT_ALIASES,
@@ -78,6 +79,8 @@ class Row:
     group: str | None = None
     """The Hugging Face data set (a split, or None for an unsplit one) holding the audio at row `index`."""
     index: int = -1
+    language: str | None = None
+    """Whisper's code for the language a language column gives (None: the trial's data.language)."""
 
 
 @dataclass
@@ -246,15 +249,32 @@ def _text(value: Any, column: str, where: str) -> str:
     return text
 
 
+def _language_key(present: list[str]) -> str | None:
+    """The column of `present` that names each utterance's language (LANGUAGE_COLUMNS), if any."""
+    lowered = {p.strip().lower(): p for p in present}
+    return next((lowered[name] for name in LANGUAGE_COLUMNS if name in lowered), None)
+
+
+def _language(value: Any, column: str, where: str) -> str | None:
+    """Whisper's code for a language cell; None for an empty one (the trial's data.language applies)."""
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return language_code(value, f"{where}: {column}")
+    except ValueError as exc:
+        raise _error(str(exc)) from None
+
+
 def _file_row(where: str, root: Path, raw_audio: Any, audio_col: str, text: str, split: str | None,
-              start_s: float = 0.0, end_s: float | None = None) -> Row:
+              start_s: float = 0.0, end_s: float | None = None, language: str | None = None) -> Row:
     if not isinstance(raw_audio, str) or not raw_audio.strip():
         raise _error(f"{where}: no audio path in {audio_col!r} (got {raw_audio!r})")
     raw_audio = raw_audio.strip()
     utt_id, key = _path_key(raw_audio, root)
     if start_s:
         utt_id = f"{utt_id}-{round(start_s * 100):07d}"
-    return Row(utt_id, text, split or hash_split(key), where, _resolve(raw_audio, root), start_s, end_s)
+    return Row(utt_id, text, split or hash_split(key), where, _resolve(raw_audio, root), start_s, end_s,
+               language=language)
 
 
 def _pick_key(present: list[str], configured: str | None, candidates: tuple[str, ...], what: str, where: str,
@@ -281,6 +301,7 @@ def _manifest_rows(path: Path, audio_column: str | None, text_column: str | None
     against the manifest's folder. Also whether it names splits (a `split` key on its first line)."""
     rows: list[Row] = []
     keys: tuple[str, str] | None = None
+    lang_key: str | None = None
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -299,6 +320,7 @@ def _manifest_rows(path: Path, audio_column: str | None, text_column: str | None
             split_named = SPLIT_COLUMN in record
             keys = (_pick_key(list(record), audio_column, AUDIO_COLUMNS, "audio path", where, "data.audio_column"),
                     _pick_key(list(record), text_column, TEXT_COLUMNS, "transcript", where, "data.text_column"))
+            lang_key = _language_key(list(record))
         audio_key, text_key = keys
         for key in keys:
             if key not in record:
@@ -313,8 +335,9 @@ def _manifest_rows(path: Path, audio_column: str | None, text_column: str | None
             if SPLIT_COLUMN not in record:
                 raise _error(f"{where}: no {SPLIT_COLUMN!r} (the manifest's first line has it)")
             row_split = _split_value(record[SPLIT_COLUMN], where)
+        language = _language(record.get(lang_key), lang_key, where) if lang_key else None
         rows.append(_file_row(where, path.parent, record[audio_key], audio_key, _text(record[text_key], text_key, where),
-                              row_split, start_s, end_s))
+                              row_split, start_s, end_s, language))
     if not rows:
         raise _error(f"{str(path)!r} holds no utterance (one JSON object a line expected)")
     return rows, split is None and split_named
@@ -340,6 +363,8 @@ def _table_rows(path: Path, audio_column: str | None, text_column: str | None,
     audio_i = header.index(_pick_key(header, audio_column, AUDIO_COLUMNS, "audio path", where, "data.audio_column"))
     text_i = header.index(_pick_key(header, text_column, TEXT_COLUMNS, "transcript", where, "data.text_column"))
     split_i = next((i for i, h in enumerate(header) if h.lower() == SPLIT_COLUMN), None) if split is None else None
+    lang_key = _language_key(header)
+    lang_i = header.index(lang_key) if lang_key else None
     rows = []
     for record in reader:
         if not any(cell.strip() for cell in record):
@@ -348,8 +373,9 @@ def _table_rows(path: Path, audio_column: str | None, text_column: str | None,
         if len(record) != len(header):
             raise _error(f"{where}: {len(record)} fields where the header has {len(header)}")
         row_split = split if split_i is None else _split_value(record[split_i], where)
+        language = _language(record[lang_i], header[lang_i], where) if lang_i is not None else None
         rows.append(_file_row(where, path.parent, record[audio_i], header[audio_i],
-                              _text(record[text_i], header[text_i], where), row_split))
+                              _text(record[text_i], header[text_i], where), row_split, language=language))
     if not rows:
         raise _error(f"{str(path)!r} holds a header but no utterance")
     return rows, split_i is not None
@@ -502,7 +528,8 @@ def _audio_paths(column: Any) -> list[str | None]:
 
 
 def hf_rows(texts: list[Any], paths: list[str | None], ids: list[Any] | None, text_col: str, where: Callable[[int], str],
-            split: str | None, group: str | None, id_prefix: str) -> list[Row]:
+            split: str | None, group: str | None, id_prefix: str,
+            languages: tuple[str, list[Any]] | None = None) -> list[Row]:
     """Rows of one Hugging Face data set (a split, or an unsplit set when `split` is None: then split by hash).
 
     An utterance's id is its stored audio path without the suffix (FLEURS's and LibriSpeech's file names) when
@@ -516,19 +543,22 @@ def hf_rows(texts: list[Any], paths: list[str | None], ids: list[Any] | None, te
         names = keys = [str(v) for v in ids]
     else:
         names = keys = [f"{id_prefix}-{i:06d}" for i in range(n)]
+    column, values = languages if languages is not None else ("", [None] * n)
     return [Row(names[i], _text(texts[i], text_col, where(i)), split or hash_split(keys[i]), where(i), None,
-                group=group, index=i) for i in range(n)]
+                group=group, index=i, language=_language(values[i], column, where(i))) for i in range(n)]
 
 
 def hf_dataset_rows(ds: Any, audio_col: str, text_col: str, where: Callable[[int], str], split: str | None,
                     group: str | None, id_prefix: str) -> list[Row]:
     """`hf_rows` of a `datasets.Dataset`, reading its transcript, audio path and id columns only (no audio bytes
     are decoded)."""
-    cols = [c for c in dict.fromkeys([audio_col, text_col, "id"]) if c in ds.column_names]
+    lang_col = _language_key(list(ds.column_names))
+    cols = [c for c in dict.fromkeys([audio_col, text_col, "id", lang_col]) if c in ds.column_names]
     table = ds.select_columns(cols).with_format("arrow")[:]
     ids = table.column("id").to_pylist() if "id" in cols else None
+    languages = (lang_col, table.column(lang_col).to_pylist()) if lang_col else None
     return hf_rows(table.column(text_col).to_pylist(), _audio_paths(table.column(audio_col)), ids, text_col, where,
-                   split, group, id_prefix)
+                   split, group, id_prefix, languages)
 
 
 def _blob(value: Any) -> tuple[bytes | None, str | None]:
@@ -568,6 +598,10 @@ def _bad_audio(where: str, what: str) -> ValueError:
     return _error(f"{where}: {what}; fix or remove it, or set data.on_bad: skip")
 
 
+def _utterance(row: Row, audio: Any) -> Utterance:
+    return {"id": row.id, "audio": audio, "text": row.text, **({"language": row.language} if row.language else {})}
+
+
 def hf_decode(ds: Any, audio_col: str, rows: list[Row], root: Path | None, on_bad: OnBad) -> list[Utterance]:
     """The rows' audio decoded with soundfile (16 kHz mono float32); unreadable audio fails naming the row, or
     with on_bad skip is left out. Relative stored paths resolve against `root`."""
@@ -576,7 +610,7 @@ def hf_decode(ds: Any, audio_col: str, rows: list[Row], root: Path | None, on_ba
         source, problem = _audio_problem(data, path, root)
         if source is not None:
             try:
-                out.append({"id": row.id, "audio": decode_audio(source), "text": row.text})
+                out.append(_utterance(row, decode_audio(source)))
                 continue
             except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad audio
                 problem = f"cannot read its audio{f' {path!r}' if path else ''} ({' '.join(str(exc).split())})"
@@ -706,9 +740,11 @@ def _parquet_listing(source: str, audio_column: str | None, text_column: str | N
         wheres = [f"{f} row {i}" for f in files for i in range(pq.ParquetFile(f).metadata.num_rows)]
         texts = _read_parquet(files, [text_col]).column(0).to_pylist()
         ids = _read_parquet(files, ["id"]).column(0).to_pylist() if "id" in features else None
+        lang_col = _language_key(list(features))
+        languages = (lang_col, _read_parquet(files, [lang_col]).column(0).to_pylist()) if lang_col else None
         prefix = Path(source).expanduser().name.removesuffix(".parquet") + (f"-{group}" if group else "")
         rows += hf_rows(texts, _parquet_paths(files, features, audio_col, len(texts)), ids, text_col,
-                        wheres.__getitem__, group, group, prefix)
+                        wheres.__getitem__, group, group, prefix, languages)
 
     def open_group(group: str | None) -> Any:
         return Dataset(_read_parquet(groups[group]))
@@ -887,7 +923,7 @@ def load(source: str, kind: str, split: str, max_items: int | None, audio_column
     utterances = []
     for row in rows:
         try:
-            utterances.append({"id": row.id, "audio": _decode_file(row), "text": row.text})
+            utterances.append(_utterance(row, _decode_file(row)))
         except Exception as exc:  # noqa: BLE001 - soundfile raises several types for bad files
             if on_bad == "error":
                 what = (f"audio file {str(row.audio)!r} does not exist" if row.audio is not None and not row.audio.is_file()

@@ -58,14 +58,16 @@ def evaluate(task: Transcriber, model: torch.nn.Module, utts: list[dict], batch_
         hyps = task.transcribe(inner, batch, dev, dtype)
         seconds += time.perf_counter() - t0
         audio_s += sum(len(u["audio"]) for u in batch) / SAMPLE_RATE
-        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h} for u, h in zip(batch, hyps, strict=True)]
+        rows += [{"id": u["id"], "reference": u["text"], "hypothesis": h, **({"language": u["language"]} if
+                  u.get("language") else {})} for u, h in zip(batch, hyps, strict=True)]
     inner.train(was_training)
     gathered = all_gather_objects((rows, seconds, audio_s))
     rows = sorted((r for g in gathered for r in g[0]), key=lambda r: r["id"])
     total_s, total_audio = sum(g[1] for g in gathered), sum(g[2] for g in gathered)
-    for r in rows:
-        r["errors"], r["ref_words"] = utterance_errors(r["reference"], r["hypothesis"])
-    rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+    langs = [r.get("language") or "en" for r in rows]
+    for r, lang in zip(rows, langs, strict=True):
+        r["errors"], r["ref_words"] = utterance_errors(r["reference"], r["hypothesis"], lang)
+    rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows], langs)
     return {**rates, "rows": rows, "latency_ms_per_utt": 1000 * total_s / max(1, len(rows)),
             "rtf": total_s / max(total_audio, 1e-9)}
 

@@ -22,6 +22,7 @@ from trainables.blocks import progress
 from trainables.blocks.config import redact, to_dict
 from trainables.blocks.distributed import all_gather_objects, in_ray_train, reduce_max, world
 from trainables.blocks.evaluation import Evaluation, evaluate
+from trainables.blocks.languages import per_language
 from trainables.blocks.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.blocks.tasks import Transcriber
 from trainables.blocks.training import Stepper
@@ -98,6 +99,7 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     }
     if o.test_name:
         metrics.update({f"wer_{o.test_name}": test["wer"], f"cer_{o.test_name}": test["cer"]})
+    metrics.update(per_language(test["rows"]))  # wer_<lang>, cer_<lang> where the test set mixes languages
     for name, ev in others.items():
         if name != "natural":
             metrics.update({f"wer_{name}": ev["wer"], f"cer_{name}": ev["cer"]})

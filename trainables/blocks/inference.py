@@ -240,6 +240,14 @@ def whisper_processor(source: str, seconds: int) -> Any:
     return processor
 
 
+def exported_generation(generation: Any, max_new_tokens: int, language: str) -> None:
+    """An exported Whisper decodes as the trial did: its longest transcript, and (multilingual) the trial's
+    language and the transcribe task, which `transformers.pipeline` reads from the generation config."""
+    generation.max_new_tokens = max_new_tokens
+    if getattr(generation, "is_multilingual", False):
+        generation.language, generation.task = language, "transcribe"
+
+
 def prepare_out_dir(out_dir: str | Path) -> Path:
     """An empty output folder (created); ArtifactError when it exists and holds anything."""
     out = Path(out_dir)

@@ -28,26 +28,35 @@ _SAFETENSORS_ITEMSIZE = {
 }
 
 
-@lru_cache(maxsize=1)
-def _normalizer():
-    from whisper_normalizer.english import EnglishTextNormalizer
+@lru_cache(maxsize=2)
+def _normalizer(english: bool) -> Callable[[str], str]:
+    if english:
+        from whisper_normalizer.english import EnglishTextNormalizer
 
-    return EnglishTextNormalizer()
+        return EnglishTextNormalizer()
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    return BasicTextNormalizer()
 
 
-def normalize_text(text: str) -> str:
-    """Whisper's English normaliser (case, punctuation, numbers, spelling variants)."""
-    return " ".join(_normalizer()(text).split())
+def normalize_text(text: str, language: str = "en") -> str:
+    """Whisper's normaliser: for English its English one (case, punctuation, numbers, spelling variants), for
+    any other language its basic one (case, punctuation, symbols), which leaves the words as written."""
+    return " ".join(_normalizer(language == "en")(text).split())
 
 
-def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER (fractions) after Whisper's English normalisation.
+def error_rates(references: Sequence[str], hypotheses: Sequence[str],
+                language: str | Sequence[str] = "en") -> dict[str, float]:
+    """Corpus WER and CER (fractions) after Whisper's normalisation for `language` (one for all utterances, or
+    each utterance's).
 
     Utterances whose normalised reference is empty are skipped, as jiwer cannot score them.
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"error_rates: {len(references)} references but {len(hypotheses)} hypotheses")
-    pairs = [(normalize_text(r), normalize_text(h)) for r, h in zip(references, hypotheses, strict=True)]
+    langs = [language] * len(references) if isinstance(language, str) else list(language)
+    pairs = [(normalize_text(r, lang), normalize_text(h, lang))
+             for r, h, lang in zip(references, hypotheses, langs, strict=True)]
     pairs = [(r, h) for r, h in pairs if r]
     if not pairs:
         raise ValueError("error_rates: no non-empty reference to score")
@@ -55,9 +64,9 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps)))}
 
 
-def utterance_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+def utterance_errors(reference: str, hypothesis: str, language: str = "en") -> tuple[int, int]:
     """(word edits, reference words) of one utterance, for per-utterance significance tests."""
-    ref, hyp = normalize_text(reference), normalize_text(hypothesis)
+    ref, hyp = normalize_text(reference, language), normalize_text(hypothesis, language)
     n_ref = len(ref.split())
     if n_ref == 0:
         return len(hyp.split()), 0

@@ -46,8 +46,10 @@ class WhisperSeq2Seq:
     """Whisper (or any transformers Whisper-architecture model): features at a fixed encoder window, the model's
     own cross-entropy on the transcript's tokens, greedy decoding.
 
-    `language`: what a multilingual model is told to transcribe (an ISO code such as "en" or "de"); an
-    English-only model is told nothing (it knows no other). `spec_augment` masks training features only.
+    `language`: the language of utterances that carry none of their own (`data.language`, a Whisper code such as
+    "en" or "de"). A multilingual model's labels start with each utterance's language token and the transcribe
+    token, and its decoder is told the same; an English-only model is told nothing and refuses other languages.
+    `spec_augment` masks training features only.
     """
 
     def __init__(self, source: str, window_s: float, max_new_tokens: int, *, language: str = "en",
@@ -64,12 +66,32 @@ class WhisperSeq2Seq:
         self.language = language
         self.spec_augment = spec_augment
 
-    def labels(self, model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
-        """Token ids of `texts` for the model's decoder (padded with -100), at most `max_new_tokens` long."""
+    def labels(self, model: torch.nn.Module, texts: list[str], languages: list[str] | None = None) -> torch.Tensor:
+        """Token ids of `texts` for the model's decoder (padded with -100), at most `max_new_tokens` long; for a
+        multilingual model each begins with its language (`languages`, else the task's) and the task token."""
         from trainables.blocks.training import unwrap
 
         start = unwrap(model).config.decoder_start_token_id
-        return whisper_labels(self.tokenizer, texts, start, self.max_new_tokens)
+        langs = languages or [self.language] * len(texts)
+        if not self.multilingual(model):
+            self._refuse_other_languages(langs)
+            return whisper_labels(self.tokenizer, texts, start, self.max_new_tokens)
+        return whisper_labels(self.tokenizer, texts, start, self.max_new_tokens, languages=langs)
+
+    def multilingual(self, model: torch.nn.Module) -> bool:
+        from trainables.blocks.training import unwrap
+
+        return bool(getattr(getattr(unwrap(model, peft=True), "generation_config", None), "is_multilingual", False))
+
+    def _refuse_other_languages(self, languages: list[str]) -> None:
+        other = sorted(set(languages) - {"en"})
+        if other:
+            raise ValueError(f"{self.source} is an English-only Whisper; it cannot transcribe {', '.join(other)} "
+                             "(data.language or the data's language column); use a multilingual Whisper")
+
+    def languages(self, utts: Utterances) -> list[str]:
+        """Each utterance's language: its own, else the task's."""
+        return [u.get("language") or self.language for u in utts]
 
     def inputs(self, utts: Utterances, gen: torch.Generator | None = None) -> torch.Tensor:
         """Log-mel features of `utts` at the window; SpecAugment-masked when `gen` is given and it is enabled."""
@@ -80,16 +102,14 @@ class WhisperSeq2Seq:
 
     def loss(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype,
              gen: torch.Generator | None = None) -> torch.Tensor:
-        labels = self.labels(model, [u["text"] for u in utts])
+        labels = self.labels(model, [u["text"] for u in utts], self.languages(utts))
         return model(input_features=self.inputs(utts, gen).to(dev, dtype), labels=labels.to(dev)).loss
 
-    def generate_kwargs(self, model: torch.nn.Module) -> dict[str, Any]:
-        """What `generate` is told besides the features: a multilingual model's language and task."""
-        from trainables.blocks.training import unwrap
-
-        config = getattr(unwrap(model, peft=True), "generation_config", None)
-        if getattr(config, "is_multilingual", False):
-            return {"language": self.language, "task": "transcribe"}
+    def generate_kwargs(self, model: torch.nn.Module, language: str | None = None) -> dict[str, Any]:
+        """What `generate` is told besides the features: a multilingual model's language (`language`, else the
+        task's) and task."""
+        if self.multilingual(model):
+            return {"language": language or self.language, "task": "transcribe"}
         return {}
 
     def use_window(self, model: torch.nn.Module, window_s: float) -> None:
@@ -112,10 +132,19 @@ class WhisperSeq2Seq:
 
     @torch.no_grad()
     def transcribe(self, model: torch.nn.Module, utts: Utterances, dev: torch.device, dtype: torch.dtype) -> list[str]:
-        feats, _ = self.features.batch(utts)
-        ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.max_new_tokens,
-                             **self.generate_kwargs(model))
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        langs = self.languages(utts)
+        if not self.multilingual(model):
+            self._refuse_other_languages(langs)
+            langs = ["en"] * len(utts)
+        out: list[str] = [""] * len(utts)
+        for lang in dict.fromkeys(langs):  # one generate call per language in the batch, each told its own
+            idx = [i for i, x in enumerate(langs) if x == lang]
+            feats, _ = self.features.batch([utts[i] for i in idx])
+            ids = model.generate(input_features=feats.to(dev, dtype), max_new_tokens=self.max_new_tokens,
+                                 **self.generate_kwargs(model, lang))
+            for i, text in zip(idx, self.tokenizer.batch_decode(ids, skip_special_tokens=True), strict=True):
+                out[i] = text.strip()
+        return out
 
 
 class CTC:

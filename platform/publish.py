@@ -51,6 +51,10 @@ class SweepResults:
     parent_run_id: str
     report: str
     plots: list[Path]
+    commit: str | None = None
+    """The commit the sweep ran at (sweep.json; None for a sweep from before the driver recorded it)."""
+    machine: str | None = None
+    """The machine the sweep's driver ran on, as `machine()` describes it."""
 
 
 def read_results(folder: Path) -> SweepResults:
@@ -77,7 +81,7 @@ def read_results(folder: Path) -> SweepResults:
     return SweepResults(folder=folder, name=name, stamp=str(state["stamp"]), preset=str(state["preset"]),
                         overrides=dict(state.get("overrides") or {}), tracking_uri=str(state.get("tracking_uri", "")),
                         parent_run_id=str(state.get("parent_run_id", "")), report=report,
-                        plots=sorted(folder.glob("*.png")))
+                        plots=sorted(folder.glob("*.png")), commit=state.get("commit"), machine=state.get("machine"))
 
 
 def _shown(path: Path) -> str:
@@ -224,8 +228,10 @@ def render(results: SweepResults, findings: str | None, *, commit: str, host: st
     measured = (time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start is not None else results.stamp)
     header = [
         ("command", f"`{command(results)}`"),
-        ("commit", f"{commit}; the checkout this page was published from"),
-        ("machine", f"{host}; where this page was published (publish on the machine that ran the sweep)"),
+        ("commit", f"{results.commit}; the sweep ran at it" if results.commit else
+         f"{commit}; the checkout this page was published from (the sweep recorded none)"),
+        ("machine", f"{results.machine}; the sweep's driver ran on it" if results.machine else
+         f"{host}; where this page was published (the sweep recorded none)"),
         ("preset", f"`{results.preset}`"),
         ("measured", f"{measured}, the sweep's start (results folder `{results.stamp}`)"),
         ("wall time", wall_time(results)),

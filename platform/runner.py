@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from platform import baselines, console, progress, registry, report, report_render, tracking
+from platform import baselines, console, progress, publish, registry, report, report_render, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.report_data import trial_rows
 from platform.spaces import ResolvedSweep
@@ -145,7 +145,8 @@ def sweep_state(sweep: ResolvedSweep, *, uri: str, storage: str | None, resume: 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = state_root / stamp
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"stamp": stamp, "preset": sweep.preset, "overrides": redact(overrides), "tracking_uri": uri}
+        state = {"stamp": stamp, "preset": sweep.preset, "overrides": redact(overrides), "tracking_uri": uri,
+                 "commit": publish.git_commit(ROOT), "machine": publish.machine()}  # what a results page cites
     return SweepRun(sweep, uri, run_dir, state, experiment_path, resume)
 
 

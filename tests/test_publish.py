@@ -58,8 +58,15 @@ def test_page_has_the_generated_header_the_table_and_the_plot(tmp_path: Path) ->
                                  "--set optim.max_steps=12 --set optim.autocast=off`")
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    assert header["commit"].startswith(f"`{head}`")
+    assert header["commit"].startswith(f"`{head}`") and "the sweep recorded none" in header["commit"]
     assert header["machine"].startswith(f"{os.cpu_count()} CPU cores, ")
+    # A sweep that recorded its commit and machine (every sweep since the driver does) is cited by them.
+    state = json.loads((folder / "sweep.json").read_text())
+    (folder / "sweep.json").write_text(json.dumps({**state, "commit": "`0123456789ab`", "machine": "64 CPU cores"}))
+    header = dict(line.strip("| ").split(" | ", 1) for line in publish.publish(folder, tmp_path / "docs").read_text()
+                  .splitlines() if line.startswith("| ") and " | " in line.strip("| ") and not line.startswith("| trial"))
+    assert header["commit"] == "`0123456789ab`; the sweep ran at it"
+    assert header["machine"] == "64 CPU cores; the sweep's driver ran on it"
     assert header["preset"] == "`local`"
     assert header["measured"].startswith("2026-12-03 23:51, the sweep's start")
     assert header["wall time"].startswith("about 4.7 min (from the folder's start stamp")

@@ -102,6 +102,9 @@ def test_sweep_records_every_trial_in_mlflow(tmp_path: Path, tiny_whisper_dir: P
     assert f"{run_dir / 'libraries.log'} and {run_dir / 'ray-logs'}/" in out.stdout
     ray_logs = "".join(f.read_text(errors="replace") for f in (run_dir / "ray-logs").iterdir())
     assert "worker group" in ray_logs  # Ray Train's controller: "Started training worker group of size 1"
+    # The state names the commit and machine the sweep ran at, which a published results page cites.
+    state = json.loads((run_dir / "sweep.json").read_text())
+    assert state["commit"].startswith("`") and "CPU cores" in state["machine"]
 
 
 def test_failing_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path: Path, tiny_whisper_dir: Path) -> None:

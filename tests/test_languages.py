@@ -190,3 +190,30 @@ def test_a_trial_on_mixed_languages_reports_each_and_exports_in_its_language(tin
     gen = GenerationConfig.from_pretrained(tiny_multilingual_dir)
     exported_generation(gen, 7, "de")
     assert (gen.language, gen.task, gen.max_new_tokens) == ("de", "transcribe", 7)
+
+
+@pytest.mark.slow  # builds the offline whisper-base once (its conversion) and decodes with it
+def test_whisper_base_decodes_espeak_german_as_german() -> None:
+    from transformers import WhisperForConditionalGeneration
+
+    from trainables import assets
+    from trainables.assets.corpus import speak
+    from trainables.assets.ct2_whisper import MissingSourceError, base_source
+
+    try:
+        base_source()
+    except MissingSourceError as err:
+        pytest.skip(str(err))
+    source = assets.resolve_model("whisper-base")
+    texts = ["guten morgen, wie geht es dir heute", "ich habe heute leider keine zeit", "das wetter ist sehr schön"]
+    utts = [{"id": str(i), "audio": a, "text": t, "language": "de"}
+            for i, (a, t) in enumerate(zip(speak(texts, 0, voices=["de"], progress=False), texts, strict=True))]
+    model = WhisperForConditionalGeneration.from_pretrained(source).eval()
+    german = WhisperSeq2Seq(source, 30.0, 40, language="de").transcribe(model, utts, CPU, torch.float32)
+    # Told English instead, the same model translates or garbles: the language setting is what makes it German.
+    english = WhisperSeq2Seq(source, 30.0, 40).transcribe(model, [{**u, "language": "en"} for u in utts], CPU,
+                                                          torch.float32)
+    wer_de, wer_en = (error_rates(texts, hyp, "de")["wer"] for hyp in (german, english))
+    print(f"\n[languages] espeak German on whisper-base: WER {wer_de:.3f} told de, {wer_en:.3f} told en; {german}")
+    assert wer_de <= 0.35 and wer_en >= wer_de + 0.3, (german, english)
+    assert "morgen" in german[0].lower()

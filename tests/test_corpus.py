@@ -128,3 +128,34 @@ def test_ensure_corpus_builds_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert (path / ".complete").stat().st_mtime_ns == stamp
     ds = load_from_disk(str(path))
     assert len(ds["train"]) == 2 and ds["test"][0]["text"]
+
+
+@pytest.mark.parametrize("language", ["de", "fr", "es"])
+def test_other_languages_have_their_own_distinct_sentences(language: str) -> None:
+    first = make_sentences("general", 300, seed=3, language=language)
+    assert first == make_sentences("general", 300, seed=3, language=language) and len(set(first)) == 300
+    assert all(MIN_WORDS <= len(s.split()) <= MAX_WORDS and not re.search(r"[0-9A-Z]", s) for s in first)
+    english = _vocabulary(make_sentences("general", 300, seed=3))
+    assert len(_vocabulary(first) & english) / len(_vocabulary(first)) < 0.1  # city names, little else
+    with pytest.raises(ValueError, match="language: the 'clinical' domain has no 'de' grammar"):
+        make_sentences("clinical", 5, seed=0, language="de")
+
+
+@needs_espeak
+def test_a_multilingual_corpus_interleaves_languages_with_their_own_voices(tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    languages = ("en", "de", "fr", "es")
+    build_corpus(tmp_path / "m", domain="general", n_train=2, n_validation=1, n_test=2, seed=0, workers=2,
+                 progress=False, languages=languages)
+    ds = load_from_disk(str(tmp_path / "m"))
+    assert ds["train"]["language"] == list(languages) * 2  # languages take turns: max_items keeps them balanced
+    for split, which in (("train", 0), ("validation", 0), ("test", 1)):
+        for row in ds[split]:
+            assert row["voice"] in corpus.VOICES_BY_LANGUAGE[row["language"]][which], row
+            assert row["id"].startswith(f"general-{row['language']}-{split}-")
+    for train, test in corpus.VOICES_BY_LANGUAGE.values():
+        assert not set(train) & set(test)
+    # The English corpora keep their cache keys: languages enter a corpus's inputs only when it has others.
+    assert "languages" not in corpus._inputs("espeak-general")
+    assert corpus._inputs("espeak-multilingual")["languages"] == languages

@@ -338,3 +338,13 @@ def test_an_optimiser_step_moves_the_scale_by_the_same_fraction_at_every_bit_wid
     opt.step()
     relative = (layer.scale.detach() / before - 1).abs()
     assert relative.max() <= 1.1e-3 and relative.median() > 5e-4
+
+
+@pytest.mark.slow  # builds the espeak-multilingual corpus once (about 30 s) and trains a tiny student
+def test_a_multilingual_distillation_run_reports_each_language(tiny_multilingual_dir: Path) -> None:
+    cfg = _run_config(tiny_multilingual_dir, distill={"alpha": 0.5, "top_k": 8},
+                      data={"source": "espeak-multilingual", "max_train_items": 8, "max_eval_items": 8})
+    metrics = dq.run(cfg)
+    assert math.isfinite(metrics["kd_loss"])  # the teacher's cached outputs line up with the language-led labels
+    for lang in ("en", "de", "fr", "es"):
+        assert math.isfinite(metrics[f"wer_{lang}"]) and math.isfinite(metrics[f"cer_{lang}"]), lang

@@ -45,6 +45,14 @@ TRAIN_VOICES: tuple[str, ...] = (
 # among those the untuned tiny.en understands (0.19-0.31 WER); strong accents such as en-gb-scotland
 # or en-029 score 0.6-0.7 untuned and would measure the accent, not the adaptation.
 TEST_VOICES: tuple[str, ...] = ("en-us+m6", "en-gb-x-rp+m1", "en-us+klatt", "en-us+f2")
+# A multilingual corpus speaks each language with its own voices: (train and validation, test), disjoint;
+# the test voices take a regional base (fr-be, es-419) or a variant the training voices lack.
+VOICES_BY_LANGUAGE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "en": (TRAIN_VOICES, TEST_VOICES),
+    "de": (("de+m1", "de+f1", "de+m3", "de+f4"), ("de+m6", "de+f2")),
+    "fr": (("fr+m1", "fr+f1", "fr+m3", "fr+f4"), ("fr-be+m6", "fr+f2")),
+    "es": (("es+m1", "es+f1", "es+m3", "es+f4"), ("es-419+m6", "es+f2")),
+}
 
 
 def _espeak_binary() -> str:
@@ -128,6 +136,7 @@ class _Job:
     voice: str
     rate: int
     pitch: int
+    language: str = "en"
 
 
 def _synthesise_all(jobs: Sequence[_Job], max_duration_s: float, max_rate: int, workers: int | None, desc: str,
@@ -169,11 +178,14 @@ def build_corpus(
     max_duration_s: float = 6.0,
     workers: int | None = None,
     progress: bool = True,
+    languages: Sequence[str] = ("en",),
 ) -> None:
     """Synthesise a corpus and save it as a `datasets.DatasetDict` (train/validation/test) in `out_dir`.
 
     Validation is spoken by the training voices, test by `test_voices`, which must not overlap them.
     Audio is a plain float32 sequence at 16 kHz (not the `Audio` feature, whose decoder needs torchcodec).
+    With `languages` other than English alone, each language gets the split counts, its own sentences and
+    its own voices (VOICES_BY_LANGUAGE; the voice arguments are then unused), and a `language` column.
     """
     from datasets import Dataset, DatasetDict, Features, Value
     from datasets import Sequence as DSequence
@@ -184,18 +196,25 @@ def build_corpus(
     if not train_voices or not test_voices:
         raise ValueError("train_voices and test_voices must both be non-empty")
     counts = {"train": n_train, "validation": n_validation, "test": n_test}
-    sentences = make_sentences(domain, sum(counts.values()), seed)
+    multilingual = tuple(languages) != ("en",)
     jobs: list[_Job] = []
-    start = 0
-    for index, split in enumerate(SPLITS):
-        rng = np.random.default_rng([seed, index])
-        voices = list(test_voices if split == "test" else train_voices)
-        for i, text in enumerate(sentences[start : start + counts[split]]):
-            voice = voices[int(rng.integers(len(voices)))]
-            rate = int(rng.integers(rate_range[0], rate_range[1] + 1))
-            pitch = int(rng.integers(pitch_range[0], pitch_range[1] + 1))
-            jobs.append(_Job(split, f"{domain}-{split}-{i:05d}", text, voice, rate, pitch))
-        start += counts[split]
+    for lang_index, lang in enumerate(languages):
+        sentences = make_sentences(domain, sum(counts.values()), seed, lang)
+        voice_sets = VOICES_BY_LANGUAGE[lang] if multilingual else (train_voices, test_voices)
+        prefix = f"{domain}-{lang}" if multilingual else domain
+        start = 0
+        for index, split in enumerate(SPLITS):
+            # an English-only corpus keeps its original draws; each further language has its own stream
+            rng = np.random.default_rng([seed, index] if lang_index == 0 else [seed, index, lang_index])
+            voices = list(voice_sets[1] if split == "test" else voice_sets[0])
+            for i, text in enumerate(sentences[start : start + counts[split]]):
+                voice = voices[int(rng.integers(len(voices)))]
+                rate = int(rng.integers(rate_range[0], rate_range[1] + 1))
+                pitch = int(rng.integers(pitch_range[0], pitch_range[1] + 1))
+                jobs.append(_Job(split, f"{prefix}-{split}-{i:05d}", text, voice, rate, pitch, lang))
+            start += counts[split]
+    if multilingual:  # languages take turns within each split, so max_items keeps them balanced
+        jobs.sort(key=lambda j: (SPLITS.index(j.split), j.id.rsplit("-", 1)[1], list(languages).index(j.language)))
 
     results = _synthesise_all(jobs, max_duration_s, max(rate_range[1], 260), workers, f"espeak-ng {domain}", progress)
 
@@ -209,6 +228,7 @@ def build_corpus(
             "rate": Value("int32"),
             "pitch": Value("int32"),
             "duration_s": Value("float32"),
+            **({"language": Value("string")} if multilingual else {}),
         }
     )
     splits = {}
@@ -223,6 +243,7 @@ def build_corpus(
             "rate": [rate for _, (_, rate) in rows],
             "pitch": [job.pitch for job, _ in rows],
             "duration_s": [len(audio) / SAMPLE_RATE for _, (audio, _) in rows],
+            **({"language": [job.language for job, _ in rows]} if multilingual else {}),
         }
         splits[split] = Dataset.from_dict(columns, features=features)
     DatasetDict(splits).save_to_disk(str(out_dir))
@@ -257,6 +278,8 @@ class CorpusSpec:
     """espeak-ng pitch (0-99), drawn uniformly per utterance."""
     max_duration_s: float = 6.0
     """Longer utterances are re-spoken faster, since training cost follows the longest utterance."""
+    languages: tuple[str, ...] = ("en",)
+    """Languages spoken, each with the split counts above and its own voices (VOICES_BY_LANGUAGE)."""
     description: str = field(default="", compare=False)
     """What the corpus is for; not part of the cache key."""
 
@@ -274,6 +297,10 @@ CORPORA: dict[str, CorpusSpec] = {
         domain="general", n_train=48, n_validation=8, n_test=8, seed=2,
         description="a tiny corpus for smoke and integration tests (seconds to build)",
     ),
+    "espeak-multilingual": CorpusSpec(
+        domain="general", n_train=150, n_validation=25, n_test=50, seed=3, languages=("en", "de", "fr", "es"),
+        description="everyday English, German, French and Spanish (each with its own voices), for multilingual models",
+    ),
 }
 
 
@@ -286,6 +313,8 @@ def _spec(name: str) -> CorpusSpec:
 def _inputs(name: str) -> dict:
     spec = asdict(_spec(name))
     spec.pop("description")
+    if spec["languages"] == ("en",):
+        spec.pop("languages")  # English corpora keep the cache keys they had before languages existed
     return {"corpus": name, "version": CORPUS_VERSION, "sample_rate": SAMPLE_RATE, **spec}
 
 
@@ -308,7 +337,7 @@ def ensure_corpus(name: str, *, progress: bool = True) -> Path:
             tmp, domain=spec.domain, n_train=spec.n_train, n_validation=spec.n_validation,
             n_test=spec.n_test, seed=spec.seed, train_voices=spec.train_voices,
             test_voices=spec.test_voices, rate_range=spec.rate_range, pitch_range=spec.pitch_range,
-            max_duration_s=spec.max_duration_s, progress=progress,
+            max_duration_s=spec.max_duration_s, progress=progress, languages=spec.languages,
         )
         (tmp / "BUILD.txt").write_text(
             f"{espeak_version()}\nbuilt in {time.perf_counter() - started:.1f} s\n{spec.description}\n"

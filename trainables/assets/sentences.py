@@ -556,13 +556,22 @@ def _expand(template: str, slots: dict[str, Slot], rng: random.Random) -> str:
     return text
 
 
-def make_sentences(domain: str, n: int, seed: int) -> list[str]:
-    """`n` distinct sentences of 5-16 lower-case words from `domain`, the same for the same seed."""
+def make_sentences(domain: str, n: int, seed: int, language: str = "en") -> list[str]:
+    """`n` distinct sentences of 5-16 lower-case words from `domain` in `language` (en; de, fr, es for the
+    general domain), the same for the same seed."""
     if domain not in _GRAMMARS:
         raise ValueError(f"domain: {domain!r} is not one of {', '.join(DOMAINS)}")
     grammar = _GRAMMARS[domain]
+    if language != "en":
+        from trainables.assets.sentences_multilingual import GRAMMARS
+
+        if domain != "general" or language not in GRAMMARS:
+            raise ValueError(f"language: the {domain!r} domain has no {language!r} grammar (general has en, "
+                             f"{', '.join(GRAMMARS)})")
+        grammar = _Grammar(*GRAMMARS[language])
     openers = grammar.slots.get("opener")
-    rng = random.Random(f"{domain}:{seed}")
+    english = language == "en"
+    rng = random.Random(f"{domain}:{seed}" if english else f"{domain}:{language}:{seed}")
     seen: set[str] = set()
     out: list[str] = []
     attempts = 0
@@ -576,7 +585,8 @@ def make_sentences(domain: str, n: int, seed: int) -> list[str]:
                 template = f"{rng.choice(openers)} {template}"
         else:
             template = rng.choice(grammar.others)
-        words = _fix_articles(_expand(template, grammar.slots, rng).split())
+        words = _expand(template, grammar.slots, rng).split()
+        words = _fix_articles(words) if english else words  # a/an: English only
         sentence = " ".join(words)
         if MIN_WORDS <= len(words) <= MAX_WORDS and sentence not in seen:
             seen.add(sentence)

@@ -406,8 +406,10 @@ def _load_corpus(name: str, split: str, max_items: int | None) -> list[Utterance
     ds = load_from_disk(str(ensure_corpus(name)))[split]
     if max_items is not None:
         ds = ds.select(range(min(max_items, len(ds))))
-    rows = ds.select_columns(["id", "text", "audio"]).with_format("numpy")
-    return [{"id": str(r["id"]), "audio": r["audio"].astype(np.float32), "text": str(r["text"])} for r in rows]
+    columns = ["id", "text", "audio", *(["language"] if "language" in ds.column_names else [])]
+    rows = ds.select_columns(columns).with_format("numpy")
+    return [{"id": str(r["id"]), "audio": r["audio"].astype(np.float32), "text": str(r["text"]),
+             **({"language": str(r["language"])} if "language" in r else {})} for r in rows]
 
 
 PARQUET_REVISION = "refs/convert/parquet"
@@ -693,7 +695,8 @@ def describe_split(source: str, split: str, max_items: int | None = None, hub_co
 
         spec = CORPORA[source]
         canonical = canonical_split(split)
-        n = {"train": spec.n_train, "validation": spec.n_validation, "test": spec.n_test}[canonical]
+        per_language = {"train": spec.n_train, "validation": spec.n_validation, "test": spec.n_test}[canonical]
+        n = per_language * len(spec.languages)
         size = n if max_items is None else min(n, max_items)
         uri = corpus_dir(source).as_posix()
         identity = [corpus_dir(source).name, canonical, size]

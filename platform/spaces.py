@@ -561,11 +561,17 @@ def objective_warnings(sweep: ResolvedSweep) -> list[str]:
     return out
 
 
+def level_samples(sweep: ResolvedSweep, limit: int = 64) -> list[dict[str, Any]]:
+    """Searched values that reach every level of each parameter: all at their first level, then each parameter's
+    other levels one at a time (at most `limit`), for checks before any trial runs."""
+    first = {k: p.levels()[0] for k, p in sweep.space.items()}
+    return list(itertools.islice(
+        [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]], limit))
+
+
 def _data_language(sweep: ResolvedSweep) -> str | None:
     """The language (data.language) of the sweep's first trial, where its method has one."""
-    module = load_method(sweep.method)
-    first = {k: p.levels()[0] for k, p in sweep.space.items()}
-    data = getattr(module.parse_config(sweep.trial_config(first)), "data", None)
+    data = getattr(load_method(sweep.method).parse_config(sweep.trial_config(level_samples(sweep)[0])), "data", None)
     language = getattr(data, "language", None)
     return language_code(language, "data.language") if isinstance(language, str) else None
 
@@ -580,11 +586,9 @@ def check_data(sweep: ResolvedSweep) -> list[str]:
     from trainables.blocks.data import scan_source
 
     module = load_method(sweep.method)
-    first = {k: p.levels()[0] for k, p in sweep.space.items()}
-    sampled_configs = [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]]
     warnings: list[str] = []
     seen: set[tuple[str, str]] = set()
-    for sampled in itertools.islice(sampled_configs, 64):
+    for sampled in level_samples(sweep):
         data = getattr(module.parse_config(sweep.trial_config(sampled)), "data", None)
         source, on_bad = getattr(data, "source", None), getattr(data, "on_bad", "error")
         if not isinstance(source, str) or (source, on_bad) in seen:
@@ -627,9 +631,7 @@ def _check_levels(module: Any, sweep: ResolvedSweep, at: str = "space",
 
     Errors name the field where the file (or --set) gives the value: `at` for searched keys, else the
     first of `origins` that sets the field, else `config.`."""
-    first = {k: p.levels()[0] for k, p in sweep.space.items()}
-    configs = [first] + [{**first, k: v} for k, p in sweep.space.items() for v in p.levels()[1:]]
-    for sampled in itertools.islice(configs, 64):
+    for sampled in level_samples(sweep):
         try:
             module.parse_config(sweep.trial_config(sampled))
         except ConfigError as exc:

@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     scored = [(ref, hyp) for ref, hyp in zip(references, texts, strict=True) if ref is not None]
     if scored:
         try:
-            rates = error_rates([r for r, _ in scored], [h for _, h in scored])
+            # scored in the trial's language (a Whisper task's data.language), as the trial scored its test set
+            language = getattr(getattr(recogniser, "task", None), "language", "en")
+            rates = error_rates([r for r, _ in scored], [h for _, h in scored], language)
         except ValueError:
             return 0  # every transcript was empty after normalisation: nothing to score
         print(f"WER {rates['wer']:.4f}  CER {rates['cer']:.4f}  over {len(scored)} of {len(texts)} files with transcripts")

@@ -40,7 +40,6 @@ of its first validation pass at or below it. The ratio is standard / platform. T
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
@@ -63,24 +62,16 @@ SIDES = ("standard", "platform")
 TINY_STEPS, TINY_EVERY = 4, 2
 EVALS_PER_RUN = 8
 """Validation passes in a run when --every is not given (every max_steps // 8 steps)."""
-NATURAL_VOICE_HOOK = ("trainables.assets.natural", "natural_test_utterances")
-"""Where the natural-voice evaluation set (issue 27) is expected: a function taking the trial's `data.source` and
-returning utterance dicts ({"id", "audio", "text"}, 16 kHz), or None when it has none for that source. Until that
-module exists the natural_wer column prints n/a."""
 
 
 # --------------------------------------------------------------------------- shared by both sides
 
 
-def natural_voice_utterances(source: str) -> list[dict] | None:
-    """The natural-voice test utterances for `source` through NATURAL_VOICE_HOOK, or None where there are none."""
-    module_name, function = NATURAL_VOICE_HOOK
-    try:
-        fn = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError):
-        return None
-    utts = fn(source)
-    return list(utts) if utts else None
+def natural_voice_utterances(source: str, max_items: int | None) -> list[dict] | None:
+    """The natural-voice test utterances of `source` (trainables.assets.natural_voice), or None where it has none."""
+    from trainables.blocks.data import load_natural
+
+    return load_natural(source, "test", max_items)
 
 
 def timeline(train_start: float, step_ends: list[float], evals: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -239,7 +230,7 @@ def child_standard(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     dtype = torch.float32
     check = evaluate(task, model, splits.val, cfg.eval.batch_size, dev, dtype)
     final = evaluate(task, model, splits.test, cfg.eval.batch_size, dev, dtype)
-    natural = natural_voice_utterances(cfg.data.source)
+    natural = natural_voice_utterances(cfg.data.source, cfg.data.max_eval_items)
     nat = evaluate(task, model, natural, cfg.eval.batch_size, dev, dtype) if natural else None
     return {"window_s": window_s, "base": "fp32", "train_start": train_start, "step_ends": step_ends, "evals": evals,
             "val_wer_check": float(check["wer"]), "test_wer": float(final["wer"]), "test_cer": float(final["cer"]),
@@ -302,7 +293,7 @@ def child_platform(spec: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
     val_ids = [u["id"] for u in s.splits.val]
     evals = [{k: c[k] for k in ("start", "end", "wer")} for c in calls if c["ids"] == val_ids]
-    natural = natural_voice_utterances(cfg.data.source)
+    natural = natural_voice_utterances(cfg.data.source, cfg.data.max_eval_items)
     nat = original(s.task, s.wrapped, natural, cfg.eval.batch_size, s.dev, s.dtype) if natural else None
     o = cfg.optim
     return {"window_s": float(s.window_s), "base": precision_label(cfg.precision), "train_start": train_start,

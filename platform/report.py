@@ -53,7 +53,8 @@ def write_summary(c: Any, parent_run_id: str, record: SweepRecord, rows: list[di
     c.log_artifact(parent_run_id, str(out_dir / "summary.csv"))
     for key in keys:
         png = wer_plot(out_dir, key)
-        if report_plots.wer_vs(rows, key, record.baseline.get("wer"), png, f"{record.name}: WER vs {key}"):
+        if report_plots.wer_vs(rows, key, record.baseline.get("wer"), png, f"{record.name}: WER vs {key}",
+                               record.baseline.get("natural_wer")):
             c.log_artifact(parent_run_id, str(png))
     return text
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from platform import tracking
 
-COLUMNS = ["wer", "cer", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s", "model_size_mb",
+COLUMNS = ["val_wer", "wer", "natural_wer", "cer", "natural_cer", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s", "model_size_mb",
            "compression_ratio", "trainable_params"]
 """Contract metrics every trial row carries (None where the trial did not report one)."""
 

@@ -12,20 +12,23 @@ from platform import stats
 from platform.report_analysis import Ablation, Pareto
 
 
-def lines_by_other_keys(rows: list[dict[str, Any]], key: str) -> dict[str, list[tuple[Any, float]]]:
-    """(value of `key`, WER) points, one sorted line per setting of the other searched parameters that vary
+def lines_by_other_keys(rows: list[dict[str, Any]], key: str, metric: str = "wer") -> dict[str, list[tuple[Any, float]]]:
+    """(value of `key`, `metric`) points of the rows that have it, one sorted line per setting of the other searched parameters that vary
     (a grid's other axis, an ablation's seed), so that no line joins trials differing in more than `key`."""
     others = sorted(k for k in {k for r in rows for k in r["searched"]} - {key}
                     if len({json.dumps(r["searched"].get(k)) for r in rows}) > 1)
     groups: dict[str, list[tuple[Any, float]]] = {}
     for r in rows:
         label = ", ".join(f"{k}={r['searched'].get(k)}" for k in others) or "adapted"
-        groups.setdefault(label, []).append((r["searched"][key], r["wer"]))
+        if r.get(metric) is not None:
+            groups.setdefault(label, []).append((r["searched"][key], r[metric]))
     return {label: sorted(line) for label, line in sorted(groups.items())}
 
 
-def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path: Path, title: str) -> bool:
-    """WER against one searched parameter (finished trials), with the untuned model's WER as a line."""
+def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path: Path, title: str,
+           baseline_natural: float | None = None) -> bool:
+    """WER against one searched parameter (finished trials), with the untuned model's WER as a line; where trials
+    have a natural-voice WER, it too (dashed, square markers), with its own untuned line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +42,11 @@ def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, pat
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)
     if numeric:
         for label, line in lines_by_other_keys(done, key).items():
-            ax.plot([x for x, _ in line], [y for _, y in line], "o-", label=label)
+            drawn = ax.plot([x for x, _ in line], [y for _, y in line], "o-", label=label)
+            natural = lines_by_other_keys(done, key, "natural_wer").get(label, [])
+            if natural:
+                ax.plot([x for x, _ in natural], [y for _, y in natural], "s--", color=drawn[0].get_color(),
+                        label=f"{label}, natural voice")
         xs = [x for x, _ in points]
         if min(xs) > 0 and max(xs) / min(xs) >= 16:
             ax.set_xscale("log", base=2)
@@ -48,9 +55,15 @@ def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, pat
     else:
         labels = sorted({str(x) for x, _ in points})
         ax.plot([labels.index(str(x)) for x, _ in points], [y for _, y in points], "o", label="adapted")
+        natural = [(x, r["natural_wer"]) for r in done if r.get("natural_wer") is not None for x in [r["searched"][key]]]
+        if natural:
+            ax.plot([labels.index(str(x)) for x, _ in natural], [y for _, y in natural], "s", mfc="none",
+                    label="adapted, natural voice")
         ax.set_xticks(range(len(labels)), labels, rotation=20)
     if baseline_wer is not None:
         ax.axhline(baseline_wer, color="grey", linestyle="--", label=f"untuned ({baseline_wer:.3f})")
+    if baseline_natural is not None and any(r.get("natural_wer") is not None for r in done):
+        ax.axhline(baseline_natural, color="grey", linestyle=":", label=f"untuned, natural voice ({baseline_natural:.3f})")
     ax.set_xlabel(key)
     ax.set_ylabel("WER")
     ax.set_title(title)

@@ -41,9 +41,17 @@ def _fmt(value: Any) -> str:
 # --------------------------------------------------------------------------------------------- the trials
 
 
+WHERE_MEASURED = ("val_wer", "natural_wer", "natural_cer")
+"""Columns of COLUMNS shown only where some trial has them: no natural-voice set exists for user or hub data, and
+sweeps recorded before val_wer have none."""
+
+
 def columns_for(rows: list[dict[str, Any]]) -> list[str]:
-    """COLUMNS, then the OPTIONAL_COLUMNS some row has a value for."""
-    return COLUMNS + [k for k in OPTIONAL_COLUMNS if any(r.get(k) is not None for r in rows)]
+    """COLUMNS (less those of WHERE_MEASURED no row has), then the OPTIONAL_COLUMNS some row has a value for."""
+    def has(k: str) -> bool:
+        return any(r.get(k) is not None for r in rows)
+
+    return [k for k in COLUMNS if k not in WHERE_MEASURED or has(k)] + [k for k in OPTIONAL_COLUMNS if has(k)]
 
 
 def status_cell(row: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ def run_sweep_file(spec: dict, name: str, tmp_path: Path) -> tuple[list[str], li
 CONTRACT_METRICS = [
     "wer", "cer", "train_samples_per_s", "peak_vram_mb", "peak_host_mem_mb", "model_size_mb",
     "compression_ratio", "trainable_params", "total_params", "trainable_param_ratio", "latency_ms_per_utt", "rtf",
-    "val_wer", "val_cer",
+    "val_wer", "val_cer", "natural_wer", "natural_cer",
 ]
 
 

@@ -53,7 +53,7 @@ from trainables.blocks.audio import SAMPLE_RATE
 from trainables.blocks.batching import epoch_batches, whisper_labels
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require, to_dict
-from trainables.blocks.data import DataConfig, Splits, load_speech, load_splits, load_texts
+from trainables.blocks.data import DataConfig, Splits, load_natural, load_speech, load_splits, load_texts
 from trainables.blocks.evaluation import EvalConfig, validator
 from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import ArtifactError, Recogniser, Trial
@@ -603,6 +603,7 @@ def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) 
 
     return Outcome(s.task, s.model, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.target_eval,
                    also={"source": s.splits.test}, size_bytes=size_parts["total"],
+                   natural=load_natural(cfg.target.eval_source, cfg.target.eval_split, cfg.target.max_eval_items),
                    original_bytes=assets.stored_bytes(files), counts=s.counts, stepper=stepper, metrics=metrics,
                    json_files={"size_breakdown.json": size_parts}, history_extra=phase1, save=save)
 

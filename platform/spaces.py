@@ -542,7 +542,7 @@ def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:
 def is_test_metric(name: str) -> bool:
     """Whether `name` is scored on a test set (the espeak test split, the natural-voice test set, another named
     test condition): what a trial reports, never what a search should select on."""
-    return name in ("wer", "cer", "natural_wer", "natural_cer") or name.startswith(("wer_", "cer_"))
+    return name in ("wer", "cer") or name.startswith(("wer_", "cer_", "natural_wer", "natural_cer"))
 
 
 def objective_warnings(sweep: ResolvedSweep) -> list[str]:

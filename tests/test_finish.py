@@ -63,3 +63,30 @@ def test_nothing_trained_reports_step_zero_and_no_loss() -> None:
     metrics, _ = finish_trial(QLoRAConfig(), [], outcome)
     assert metrics["step"] == 0 and np.isnan(metrics["loss"]) and metrics["train_samples_per_s"] == 0.0
     assert metrics["wer"] == 0.25 and "wer_clean" not in metrics
+
+
+def test_natural_voice_sets_are_scored_under_their_own_names() -> None:
+    """The trial's own natural-voice set is natural_wer; another domain's (data.natural_also) natural_wer_<domain>,
+    from the real cached set of that corpus (its ids say so), never a training or validation split."""
+    from trainables.blocks.config import build
+
+    cfg = build(QLoRAConfig, {"data": {"source": "espeak-smoke", "natural_also": ["espeak-smoke"], "max_eval_items": 3}})
+    outcome = Outcome(FirstWordWrong(), torch.nn.Linear(2, 2), CPU, torch.float32, 4, val=_utts("v", 1),
+                      test=_utts("t", 1), natural=_utts("n", 5), size_bytes=1.0, original_bytes=1.0, counts={},
+                      stepper=None)
+    metrics, out = finish_trial(cfg, [], outcome)
+    assert metrics["natural_wer"] == 1 / 20 and metrics["natural_cer"] > 0
+    # espeak-smoke is general-domain speech; its natural-voice set's ids end 0, 1, 2: one in three wrong
+    assert metrics["natural_wer_general"] > 0 and "natural_cer_general" in metrics
+    rows = [json.loads(x) for x in (out / "hypotheses_natural_general.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"natural-smoke-test-{i:05d}" for i in range(3)]
+    assert len((out / "hypotheses_natural.jsonl").read_text().splitlines()) == 5
+
+
+def test_a_corpus_without_a_natural_voice_set_is_refused_by_name() -> None:
+    import pytest
+
+    from trainables.blocks.config import ConfigError, build
+
+    with pytest.raises(ConfigError, match=r"natural_also\[0\].*'espeak-multilingual' has no natural-voice set"):
+        build(QLoRAConfig, {"data": {"natural_also": ["espeak-multilingual"]}})

@@ -626,7 +626,17 @@ class DataConfig:
     Whisper is trained and told to transcribe each utterance in its language; an English-only model takes en
     only. A set holding several languages also gets wer_<lang> and cer_<lang>."""
 
+    natural_also: list[str] = field(default_factory=list)
+    """Other offline corpora whose natural-voice test sets the trial is also scored on, as natural_wer_<domain> and
+    natural_cer_<domain> (e.g. espeak-general for a trial adapted to clinical speech: does it still transcribe
+    everyday speech?). Evaluation only, like natural_wer."""
+
     def check(self) -> None:
+        from trainables.assets.natural_voice import NATURAL_FOR_CORPUS
+
+        for i, corpus in enumerate(self.natural_also):
+            require(corpus in NATURAL_FOR_CORPUS, f"natural_also[{i}]",
+                    f"{corpus!r} has no natural-voice set (those that do: {', '.join(NATURAL_FOR_CORPUS)})")
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from trainables import METHODS
+from trainables.assets.corpus import CORPORA
 from trainables.blocks import progress
 from trainables.blocks.config import redact, to_dict
+from trainables.blocks.data import load_natural
 from trainables.blocks.distributed import all_gather_objects, in_ray_train, reduce_max, world
 from trainables.blocks.evaluation import Evaluation, evaluate, window_fitting
 from trainables.blocks.languages import per_language
@@ -89,6 +91,9 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     others = {name: score(utts) for name, utts in o.also.items()}
     if o.natural is not None:
         others["natural"] = score(o.natural)
+    data = getattr(cfg, "data", None)
+    for corpus in getattr(data, "natural_also", None) or []:  # other domains' natural voice: what it forgot
+        others[f"natural_{CORPORA[corpus].domain}"] = score(load_natural(corpus, "test", data.max_eval_items) or [])
     nan = float("nan")
     metrics: dict[str, float] = {
         "step": float(history[-1]["step"]) if history else 0.0,
@@ -101,11 +106,15 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     if o.test_name:
         metrics.update({f"wer_{o.test_name}": test["wer"], f"cer_{o.test_name}": test["cer"]})
     metrics.update(per_language(test["rows"]))  # wer_<lang>, cer_<lang> where the test set mixes languages
+    metrics.update({"natural_wer": nan, "natural_cer": nan})  # NaN (not logged) where the data has no natural voice
     for name, ev in others.items():
-        if name != "natural":
+        if name == "natural":
+            metrics.update({"natural_wer": ev["wer"], "natural_cer": ev["cer"]})
+        elif name.startswith("natural_"):
+            domain = name.removeprefix("natural_")
+            metrics.update({f"natural_wer_{domain}": ev["wer"], f"natural_cer_{domain}": ev["cer"]})
+        else:
             metrics.update({f"wer_{name}": ev["wer"], f"cer_{name}": ev["cer"]})
-    natural = others.get("natural", {"wer": float("nan"), "cer": float("nan")})
-    metrics.update({"natural_wer": natural["wer"], "natural_cer": natural["cer"]})
     metrics.update({k: float(v) for k, v in o.metrics.items()})
     if world()[0] != 0:
         return metrics, None

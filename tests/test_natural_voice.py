@@ -103,3 +103,20 @@ def test_a_set_longer_than_the_trial_window_is_scored_at_a_window_that_holds_it(
     assert task.window_s == 2.0 and model.get_encoder().embed_positions.num_embeddings == 100
     with window_fitting(task, model, [{**long[0], "audio": long[0]["audio"][: SAMPLE_RATE]}]):
         assert task.window_s == 2.0  # a set that fits is decoded as the trial was
+
+
+def test_a_sweep_prepares_the_natural_voice_sets_its_trials_are_scored_on(monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The quick start's preset trains on espeak-clinical and names espeak-general in data.natural_also: both
+    natural-voice sets are built before any trial, and the espeak-general corpus itself is not."""
+    from platform import runner, spaces
+    from trainables import assets
+
+    built: list[str] = []
+    monkeypatch.setattr(corpus, "ensure_corpus", lambda name: built.append(name))
+    monkeypatch.setattr(natural_voice, "ensure_natural", lambda name: built.append(name))
+    monkeypatch.setitem(assets.ASSETS, "whisper-tiny.en",
+                        assets.Asset("model", "", "", lambda: built.append("whisper-tiny.en")))  # type: ignore[arg-type,return-value]
+    runner.prepare_assets(spaces.resolve(spaces.find("qlora_rank"), "local", {}))
+    assert built == ["whisper-tiny.en", "espeak-clinical", "natural-clinical", "natural-general"]
+    assert "preparing natural-general" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from platform import baselines, console, progress, publish, registry, report, report_render, tracking
+from platform import baselines, console, progress, publish, registry, report, report_render, studies, tracking
 from platform.cluster import ROOT, connect_ray, start_local_ray
 from platform.report_data import trial_rows
 from platform.spaces import ResolvedSweep
@@ -34,13 +34,14 @@ EXIT_OK, EXIT_FAILED_TRIALS, EXIT_BAD_RESUME, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def run_sweep(sweep: ResolvedSweep, *, overrides: dict[str, Any], why: str, tracking_uri: str | None,
               storage: str | None, resume: bool, started: float, fresh_baseline: bool = False,
-              verbose: bool = False, register: bool = True) -> int:
+              verbose: bool = False, register: bool = True, optuna_storage: str | None = None) -> int:
     """Run a resolved sweep to its end; the exit status: 0 when every trial finished, 1 when some failed,
-    130 when the sweep was interrupted (--resume continues it), 2 when --resume finds no run to continue."""
+    130 when the sweep was interrupted (--resume continues it), 2 when --resume finds no run to continue.
+    `optuna_storage`: the database URL of the sweep's Optuna study (default: an sqlite file beside its state)."""
     uri = tracking_uri or tracking.default_tracking_uri(ROOT)
     try:
         run = prepare(sweep, uri=uri, storage=storage, resume=resume, overrides=overrides, why=why,
-                      fresh_baseline=fresh_baseline, verbose=verbose)
+                      fresh_baseline=fresh_baseline, verbose=verbose, optuna_storage=optuna_storage)
     except ResumeError as exc:
         print(f"error: --resume: {exc}", file=sys.stderr)
         return EXIT_BAD_RESUME
@@ -70,6 +71,8 @@ class SweepRun:
     board: Any = None
     log_file: Path | None = None
     """Where the libraries' logs go (None with --verbose: to the console)."""
+    study_storage: str = ""
+    """The database URL of the run's Optuna study, password included (the state keeps it without)."""
 
     @property
     def stamp(self) -> str:
@@ -109,13 +112,14 @@ class SweepRun:
 
 
 def prepare(sweep: ResolvedSweep, *, uri: str, storage: str | None, resume: bool, overrides: dict[str, Any], why: str,
-            fresh_baseline: bool, verbose: bool = False) -> SweepRun:
-    """The run's state (new, or the latest earlier run's with --resume), its MLflow parent run, the offline
-    assets its trials need, Ray, and the untuned model's metrics. Unless `verbose`, the libraries' own logs go
-    to files in the results folder (platform/console.py)."""
+            fresh_baseline: bool, verbose: bool = False, optuna_storage: str | None = None) -> SweepRun:
+    """The run's state (new, or the latest earlier run's with --resume), its Optuna study, its MLflow parent run,
+    the offline assets its trials need, Ray, and the untuned model's metrics. Unless `verbose`, the libraries' own
+    logs go to files in the results folder (platform/console.py)."""
     run = sweep_state(sweep, uri=uri, storage=storage, resume=resume, overrides=overrides)
     if not verbose:
         run.log_file = console.libraries_to_file(run.run_dir)
+    open_study(run, optuna_storage)
     open_parent_run(run, why)
     prepare_assets(sweep)
     if not connect_ray(log_to_driver=verbose):
@@ -153,6 +157,24 @@ def sweep_state(sweep: ResolvedSweep, *, uri: str, storage: str | None, resume: 
 def latest_run_dir(state_root: Path) -> Path | None:
     runs = sorted(p for p in state_root.glob("*/" + STATE_FILE)) if state_root.exists() else []
     return runs[-1].parent if runs else None
+
+
+def open_study(run: SweepRun, given: str | None) -> None:
+    """Create the run's Optuna study before Ray or any trial starts: on `given` (--optuna-storage), else where the
+    run first put it (a resumed run; its state keeps the URL without its password), else in the sqlite file
+    beside the run's state. Raises ResumeError when a resumed run is pointed elsewhere or needs the password."""
+    kept = run.state.get("optuna_storage")
+    if kept and given and studies.shown(given) != kept:
+        raise ResumeError(f"the run's study is on {kept}, not {studies.shown(given)} (--optuna-storage)")
+    if kept and not given and studies.has_hidden_password(kept):
+        raise ResumeError(f"the run's study is on {kept}: give its URL with the password again (--optuna-storage)")
+    url = given or kept or studies.default_url(run.run_dir)
+    if given and not kept:
+        run.state["optuna_storage"] = studies.shown(given)
+        run.save()
+    studies.create_study(url, run.study_name, run.sweep.objectives[1])
+    run.study_storage = url
+    print(f"optuna    study {run.study_name} in {studies.shown(url)}", flush=True)
 
 
 def open_parent_run(run: SweepRun, why: str) -> None:
@@ -197,6 +219,7 @@ def prepare_assets(sweep: ResolvedSweep) -> None:
     starts (each is built once and cached; trials on this machine then find them ready)."""
     from trainables import assets
     from trainables.assets.corpus import CORPORA, ensure_corpus
+    from trainables.assets.natural_voice import NATURAL_FOR_CORPUS, ensure_natural
     from trainables.blocks.config import flatten
 
     values = list(flatten(sweep.config).values())
@@ -205,9 +228,17 @@ def prepare_assets(sweep: ResolvedSweep) -> None:
         values += [v for overrides in (p.named or {}).values() for v in flatten(overrides).values()]
     names = [v for v in dict.fromkeys(v for v in values if isinstance(v, str))
              if v in CORPORA or (v in assets.ASSETS and assets.ASSETS[v].kind == "model")]
-    for name in names:
+    # The natural-voice test sets every trial is scored on: its corpus's, and those data.natural_also lists.
+    also = [x for v in values if isinstance(v, list) for x in v if isinstance(x, str)]
+    natural = [NATURAL_FOR_CORPUS[n] for n in dict.fromkeys(names + also) if n in NATURAL_FOR_CORPUS]
+    for name in names + natural:
         print(f"preparing {name} (built once, then cached) ...", flush=True)
-        ensure_corpus(name) if name in CORPORA else assets.ASSETS[name].ensure()
+        if name in CORPORA:
+            ensure_corpus(name)
+        elif name in natural:
+            ensure_natural(name)
+        else:
+            assets.ASSETS[name].ensure()
 
 
 def record_baseline(run: SweepRun, *, fresh: bool) -> None:
@@ -290,7 +321,7 @@ def build_tuner(run: SweepRun) -> Any:
     sweep = run.sweep
     return tune.Tuner(
         trainable,
-        tune_config=TuneConfig(search_alg=make_searcher(sweep, run.run_dir, run.study_name),
+        tune_config=TuneConfig(search_alg=make_searcher(sweep, run.study_storage, run.study_name),
                                scheduler=make_scheduler(sweep), num_samples=sweep.num_samples,
                                max_concurrent_trials=sweep.max_concurrent_trials),
         # verbose=0: the live table (platform/progress.py) replaces Tune's status table.
@@ -361,9 +392,9 @@ def trainer_resources(sweep: ResolvedSweep) -> dict[str, Any]:
             "keep_checkpoints": f.keep_checkpoints}
 
 
-def make_searcher(sweep: ResolvedSweep, study_dir: Path, study_name: str) -> Any:
-    """OptunaSearch whose study lives in an sqlite file beside the results (optuna-dashboard opens it)."""
-    import optuna
+def make_searcher(sweep: ResolvedSweep, storage_url: str, study_name: str) -> Any:
+    """OptunaSearch on the study `open_study` created at `storage_url` (by default an sqlite file beside the
+    results, which optuna-dashboard opens; a shared database with --optuna-storage)."""
     from ray.tune.search.optuna import OptunaSearch
 
     class FinalResultsSearch(OptunaSearch):
@@ -381,7 +412,7 @@ def make_searcher(sweep: ResolvedSweep, study_dir: Path, study_name: str) -> Any
             super().on_trial_complete(trial_id, result if result and "wer" in result else None, error)
 
     metrics, modes = sweep.objectives
-    storage = optuna.storages.RDBStorage(f"sqlite:///{study_dir / 'optuna.db'}")
+    storage = studies.open_storage(storage_url)
     return FinalResultsSearch(
         space=optuna_distributions(sweep), metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0], sampler=make_sampler(sweep), study_name=study_name, storage=storage,
@@ -435,7 +466,7 @@ def conclude(run: SweepRun, started: float, *, register: bool = True) -> int:
     """The sweep's records and report, what to do next, and the exit status: 130 when trials were left unfinished
     (the parent run stays open for --resume), else the parent run is finished, 1 when some trials failed, 0."""
     sweep, c, uri, parent = run.sweep, run.client, run.uri, run.parent
-    name_objectives(run.run_dir / "optuna.db", run.study_name, sweep.objectives[0])
+    name_objectives(run.study_storage, run.study_name, sweep.objectives[0])
     interrupted = _mark_unfinished(c, uri, parent, sweep.num_samples)
     log_sweep_cost(c, uri, parent, started)
     print(report.sweep_report(uri, parent, run.run_dir), flush=True)
@@ -472,7 +503,7 @@ def print_next_steps(run: SweepRun, started: float, *, any_finished: bool) -> No
               f"python -m platform.export {run.parent} OUT_DIR", flush=True)
 
 
-def name_objectives(db: Path, study_name: str, metrics: list[str]) -> None:
+def name_objectives(storage_url: str, study_name: str, metrics: list[str]) -> None:
     """Name the study's objectives after the metrics (optuna-dashboard shows `wer`, not `Objective 0`)."""
     import warnings
 
@@ -481,7 +512,7 @@ def name_objectives(db: Path, study_name: str, metrics: list[str]) -> None:
     try:
         with warnings.catch_warnings():  # "experimental since v3.2", printed at the end of every sweep
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.load_study(study_name=study_name, storage=f"sqlite:///{db}").set_metric_names(list(metrics))
+            optuna.load_study(study_name=study_name, storage=storage_url).set_metric_names(list(metrics))
     except Exception:  # noqa: BLE001 - only the dashboard's labels are lost
         pass
 

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a fixed config value by dotted key, e.g. --set optim.max_steps=20 (repeatable)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--storage", help="where Ray Tune keeps results and the Optuna study (default: ./ray_results; s3://... on a cluster)")
+    p.add_argument("--optuna-storage", metavar="URL",
+                   help="keep the Optuna study in this database, e.g. postgresql://USER@HOST:5432/optuna, which any "
+                        "machine reaching it can open (default: an sqlite file beside the sweep's state)")
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     p.add_argument("--fresh-baseline", action="store_true",
                    help="measure the untuned model again, even where this machine has it cached, and cache the new one")
@@ -144,8 +147,8 @@ def list_sweeps() -> str:
 
 
 def preflight(args: argparse.Namespace) -> str:
-    """The tracking store, the results folder and a cluster named by RAY_ADDRESS, checked before Ray or any
-    trial starts; the tracking URI.
+    """The tracking store, the results folder, the Optuna study's database and a cluster named by RAY_ADDRESS,
+    checked before Ray or any trial starts; the tracking URI.
 
     Raises SpaceError or ClusterError with one line naming what is wrong (an unreachable server or cluster fails
     within seconds)."""
@@ -161,6 +164,13 @@ def preflight(args: argparse.Namespace) -> str:
     problem = check_storage(args.storage)
     if problem:
         raise SpaceError(f"--storage: {problem}" if args.storage else problem)
+    if args.optuna_storage is not None:
+        from platform import studies
+
+        try:
+            studies.check(args.optuna_storage)
+        except studies.StudyStorageError as exc:
+            raise SpaceError(f"--optuna-storage {exc}") from None
     if not args.dry_run and requested_address():
         problem = check_ray_address()
         if problem:
@@ -219,7 +229,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     return run_sweep(sweep, overrides=sweep.overrides, why=why, tracking_uri=uri, storage=args.storage,
                      resume=args.resume, started=time.time(), fresh_baseline=args.fresh_baseline, verbose=args.verbose,
-                     register=not args.no_register)
+                     register=not args.no_register, optuna_storage=args.optuna_storage)
 
 
 if __name__ == "__main__":

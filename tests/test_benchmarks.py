@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
+from tests.postgres import postgres_server  # noqa: F401 - the fixture
 
 NUMBER = r"([-+]?\d+(?:\.\d+)?|nan)"
 
@@ -166,3 +167,40 @@ def test_time_to_quality_prints_table_times_to_target_and_ratio(tiny_whisper_dir
     assert 0 <= std["val_wer_check"] <= 1.5
     assert result["ratio"]["train_s_to_target"] == pytest.approx(std["to_target"]["train_s"] / plat["to_target"]["train_s"])
     assert result["ratio"]["steps_to_target"] == 1.0
+
+
+def test_tracking_load_finds_where_latency_errors_or_throughput_climb() -> None:
+    climb = load_benchmark("tracking_load.py").climb
+
+    def level(n: int, per_s: float, p95: float, errors: int = 0) -> dict:
+        return {"n": n, "metrics_per_s": per_s, "p95_ms": p95, "errors": errors, "first_error": "boom"}
+
+    assert climb([level(1, 100, 10), level(2, 190, 12), level(4, 350, 15)]) == (4, None, "no climb up to N=4")
+    holds, at, why = climb([level(1, 100, 10), level(2, 190, 12), level(4, 360, 25)])
+    assert (holds, at) == (2, 4) and "p95 25 ms, 2.5x N=1's" in why
+    holds, at, why = climb([level(1, 100, 10), level(2, 105, 11)])
+    assert (holds, at) == (1, 2) and "saturated" in why
+    holds, at, why = climb([level(1, 100, 10), level(2, 190, 11, errors=3)])
+    assert (holds, at) == (1, 2) and "3 failed requests (boom)" in why
+    assert climb([level(1, 0, 10, errors=1)])[:2] == (0, 1)
+
+
+@pytest.mark.integration  # starts PostgreSQL (or uses CI's) and an mlflow server, no Ray
+def test_tracking_load_prints_rates_latencies_and_where_it_climbs(postgres_server: str) -> None:  # noqa: F811
+    stdout, result = run_benchmark("tracking_load.py", "--levels", "1,2", "--seconds", "5", "--steps", "2",
+                                   "--workers", "1", "--postgres", postgres_server)
+    for n in (1, 2):
+        line = next(x for x in stdout.splitlines() if x.startswith(f"N={n} "))
+        for label in ("trials/s", "metrics/s", "requests/s", "p50_ms", "p95_ms", "errors", "pool_timeouts",
+                      "db_connections"):
+            value = printed(line, label)
+            assert value >= 0 and math.isfinite(value), (label, line)
+        assert printed(line, "metrics/s") > 0 and printed(line, "db_connections") >= 1, line
+    assert re.search(r"^holds: \d+ concurrent fake trials", stdout, re.M) and re.search(r"^climbs at: ", stdout, re.M)
+    assert "postgresql://sweeps:***@" in stdout and "View run" not in stdout
+    levels = result["levels"]
+    assert [lv["n"] for lv in levels] == [1, 2] and result["holds"] in (0, 1, 2)
+    for lv in levels:
+        assert lv["errors"] == 0, lv["first_error"]  # two writers are far from what one server holds
+        assert lv["p50_ms"] <= lv["p95_ms"] and lv["requests_per_s"] >= lv["metrics_per_s"] / 9
+        assert lv["trials_per_s"] > 0  # 2-step fake trials finish within a level

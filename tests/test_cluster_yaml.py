@@ -132,12 +132,75 @@ def test_head_runs_mlflow_on_loopback(config: dict[str, Any]) -> None:
     argv = servers[0]
     assert option(argv, "--host") == "127.0.0.1"
     assert option(argv, "--port") == "5000"
-    assert option(argv, "--backend-store-uri").startswith("sqlite:///")
+    assert option(argv, "--backend-store-uri").startswith("postgresql://")
     assert option(argv, "--artifacts-destination").startswith("s3://")
     start = next(cmd for cmd in head_cmds if "mlflow server" in cmd)
     assert "nohup" in start and "/health" in start, "the MLflow start must be detached and idempotent"
     assert not mlflow_argv(config["worker_setup_commands"] + config["worker_start_ray_commands"])
     assert any("MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in cmd for cmd in config["head_setup_commands"])
+
+
+def env_settings(command: str) -> dict[str, str]:
+    """The VAR=VALUE assignments in a shell command."""
+    words = shlex.split(command.replace("(", " ").replace(")", " "))
+    return dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w))
+
+
+def max_connections(config: dict[str, Any]) -> int:
+    """The PostgreSQL max_connections the head sets up (ALTER SYSTEM SET max_connections = N)."""
+    found = {int(n) for cmd in config["head_setup_commands"]
+             for n in re.findall(r"ALTER SYSTEM SET max_connections = (\d+)", cmd)}
+    assert len(found) == 1, "the head must set PostgreSQL's max_connections (once)"
+    checked = {int(n) for cmd in config["head_setup_commands"]
+               for n in re.findall(r"SHOW max_connections'\)\" = (\d+)", cmd)}
+    assert checked == found, "the setting and its check disagree: PostgreSQL would restart on every ray up"
+    return found.pop()
+
+
+def test_head_runs_postgresql_with_mlflow_and_the_studies_on_it(config: dict[str, Any]) -> None:
+    from sqlalchemy.engine import make_url
+
+    head = config["head_setup_commands"]
+    assert any("apt-get" in cmd and re.search(r"install .*\bpostgresql\b", cmd) for cmd in head)
+    assert not any("postgresql" in cmd for cmd in config["worker_setup_commands"]), "only the head runs PostgreSQL"
+    [argv] = mlflow_argv(head + config["head_start_ray_commands"])
+    tracking = make_url(option(argv, "--backend-store-uri"))
+    assert "--serve-artifacts" in argv  # artifacts go through the server to the bucket
+    exported = [m.group(1) for cmd in head for m in re.finditer(r"export SWEEP_OPTUNA_STORAGE=(\S+?)'", cmd)]
+    assert len(exported) == 1
+    studies = make_url(exported[0])
+    for url in (tracking, studies):  # on the head's own PostgreSQL, over loopback, no password in any URL
+        assert url.get_backend_name() == "postgresql" and url.host == "127.0.0.1" and url.password is None, url
+    assert tracking.username == studies.username
+    assert tracking.database != studies.database, "MLflow and Optuna both keep an alembic_version table"
+    # Both databases are made, owned by the role the URLs log in as, whose password lives in ~/.pgpass only.
+    setup = " ".join(head)
+    for db in (tracking.database, studies.database):
+        assert re.search(rf"for db in [^;]*\b{db}\b", setup), db
+    assert f"createdb -O {tracking.username}" in setup and f"CREATE ROLE {tracking.username} LOGIN" in setup
+    assert "umask 077" in setup and "~/.pgpass" in setup
+
+
+def test_connection_pools_fit_the_cluster_and_postgresql(config: dict[str, Any]) -> None:
+    from platform import studies
+
+    start = next(cmd for cmd in config["head_start_ray_commands"] if "mlflow server" in cmd)
+    env = env_settings(start)
+    pool = int(env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"]) + int(env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"])
+    [argv] = mlflow_argv([start])
+    workers = int(option(argv, "--workers"))
+    # Every trial running at once on the cluster may have a write in flight, and a log_batch holds two of its
+    # worker's connections at once: fewer and the writes wait for each other until SQLAlchemy's timeout.
+    trials_at_once = sum(t["max_workers"] * t["resources"].get("GPU", 0)
+                         for n, t in config["available_node_types"].items() if n != config["head_node_type"])
+    assert workers * pool // 2 >= trials_at_once, (workers, pool, trials_at_once)
+    # Each server worker, and the server's parent and job runner, hold two engines (tracking, model registry); each
+    # sweep's study holds at most its pool, and in the worst case each running trial is a sweep of its own.
+    # PostgreSQL keeps 3 for superusers.
+    optuna = studies.engine_kwargs("postgresql://x@127.0.0.1/optuna")
+    per_study = optuna["pool_size"] + optuna["max_overflow"]
+    needed = (workers + 2) * 2 * pool + trials_at_once * per_study + 3
+    assert needed <= max_connections(config), (needed, max_connections(config))
 
 
 def test_project_synced_without_local_state(config: dict[str, Any]) -> None:

@@ -309,10 +309,14 @@ def test_asha_stops_worse_trials_early_and_the_report_keeps_them_apart(
     assert study_states(tmp_path, "ft_asha").count("PRUNED") == len(stopped)
 
 
-def start_mlflow_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def start_mlflow_server(db: Path | str, artifacts: Path, port: int, *more: str,
+                        env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:`port`, its runs in `db` (an sqlite file, or a database URL) and its artifacts
+    proxied into `artifacts`, with `more` options; returns once it answers."""
+    store = db if isinstance(db, str) else f"sqlite:///{db}"
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+                             "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), *more],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
 
     def healthy() -> bool:
         import urllib.request

@@ -47,11 +47,16 @@ sweeps recorded before val_wer have none."""
 
 
 def columns_for(rows: list[dict[str, Any]]) -> list[str]:
-    """COLUMNS (less those of WHERE_MEASURED no row has), then the OPTIONAL_COLUMNS some row has a value for."""
+    """COLUMNS (less those of WHERE_MEASURED no row has; natural_wer_<domain> after natural_wer where some row has
+    it), then the OPTIONAL_COLUMNS some row has a value for."""
     def has(k: str) -> bool:
         return any(r.get(k) is not None for r in rows)
 
-    return [k for k in COLUMNS if k not in WHERE_MEASURED or has(k)] + [k for k in OPTIONAL_COLUMNS if has(k)]
+    shown = [k for k in COLUMNS if k not in WHERE_MEASURED or has(k)]
+    # other domains' natural-voice WER (data.natural_also) beside the trial's own
+    others = sorted({k for r in rows for k in r if k.startswith("natural_wer_") and r[k] is not None})
+    at = shown.index("natural_wer") + 1 if "natural_wer" in shown else len(shown)
+    return shown[:at] + others + shown[at:] + [k for k in OPTIONAL_COLUMNS if has(k)]
 
 
 def status_cell(row: dict[str, Any]) -> str:

@@ -141,3 +141,16 @@ def test_small_values_keep_their_digits_in_the_tables() -> None:
 
     assert _fmt(2.28e-05) == "2.28e-05" and _fmt(0.00081) == "0.00081"
     assert _fmt(0.0508) == "0.0508" and _fmt(0.0) == "0.0000" and _fmt(2440.4) == "2,440.4"
+
+
+def test_natural_voice_columns_sit_beside_wer_and_only_where_measured() -> None:
+    from platform.report_render import columns_for, table
+
+    row = {"trial": "t", "status": "FINISHED", "searched": {"lora.r": 4}, "val_wer": 0.1, "wer": 0.2, "cer": 0.1,
+           "natural_wer": 0.12, "natural_cer": 0.05, "natural_wer_general": 0.08}
+    cols = columns_for([row])
+    assert cols[:6] == ["val_wer", "wer", "natural_wer", "natural_wer_general", "cer", "natural_cer"]
+    header = table([row], ["lora.r"], {"natural_wer_general": 0.065}).splitlines()
+    assert "natural_wer_general" in header[0] and "0.0650" in header[-1]  # the untuned model's, in the last row
+    hub = {k: v for k, v in row.items() if not k.startswith("natural")}
+    assert not any(c.startswith("natural") for c in columns_for([hub]))  # user or hub data: no natural voice

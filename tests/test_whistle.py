@@ -118,8 +118,12 @@ def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encod
     metrics, out = whistle.finish(s, history, stepper)
     assert encoder_calls  # evaluation decodes real audio through the real encoder
     for name in ("wer", "cer", "wer_source", "mse", "kl", "kl_active_dims", "length_rel_error", "tle_size_mb",
-                 "model_size_mb", "compression_ratio", "train_samples_per_s", "peak_host_mem_mb", "latency_ms_per_utt"):
+                 "model_size_mb", "compression_ratio", "train_samples_per_s", "peak_host_mem_mb", "latency_ms_per_utt",
+                 "val_wer", "natural_wer", "natural_cer"):
         assert math.isfinite(metrics[name]), name
+    # the natural-voice set is the target domain's (target.eval_source), at most target.max_eval_items
+    natural = [json.loads(x)["id"] for x in (out / "hypotheses_natural.jsonl").read_text().splitlines()]
+    assert natural == ["natural-smoke-test-00000", "natural-smoke-test-00001"]
     assert (out / "adapter").is_dir() and (out / "tle" / "tle.pt").exists()
     assert len((out / "hypotheses.jsonl").read_text().splitlines()) == 2
     curves = json.loads((out / "history.json").read_text())

@@ -24,6 +24,10 @@ def libraries_to_file(results: Path) -> Path:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)
+    import optuna
+
+    # Optuna adds its own console handler the first time it logs, after the loop below has run: configure it now.
+    optuna.logging.get_logger("optuna")
     for name in LIBRARIES:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):

@@ -129,3 +129,21 @@ def test_posting_progress_outside_a_sweep_does_nothing_and_is_cheap() -> None:
         progress.post(step=step, max_steps=1000, loss=1.0)
     assert time.perf_counter() - started < 0.5
     assert list(progress.tracked(range(3), "decoding 3 utterances")) == [0, 1, 2]
+
+
+def test_optunas_own_messages_go_to_the_log_file_not_the_console(tmp_path: Path) -> None:
+    """Optuna installs its console handler when it is first imported, which in a sweep is after the redirect: the
+    redirect must cover it all the same (a fresh process, so that nothing imported optuna before)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from platform import console\n"
+            "log = console.libraries_to_file(Path(sys.argv[1]))\n"
+            "import optuna\n"
+            "optuna.create_study(storage=f'sqlite:///{sys.argv[1]}/o.db', study_name='quiet')\n")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "A new study created" not in out.stdout + out.stderr
+    assert "A new study created in RDB with name: quiet" in (tmp_path / "libraries.log").read_text()

@@ -299,10 +299,12 @@ def search(run: SweepRun) -> None:
     # Intermediate reports (validation WER every `eval.every` steps) do not carry the searcher's objective, which
     # Tune's strict check would take for a trial that never reports it: trials report it at the end, always.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    # A tracking server that stops answering mid-sweep must not stall the driver in the client's minutes of
-    # retries: a few quick ones, then the callback keeps the records and tries again every few seconds.
+    # A tracking server that stops answering mid-sweep must not hold the writer in the client's minutes of
+    # retries: a few, then the callback keeps the records and tries again every few seconds. A server that is
+    # only slow (two sweeps' trials on 2 cores) can take over 15 s to answer; a write the client gave up on may
+    # still be done there, so the timeout is long enough that a slow answer is not taken for none.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
     build_tuner(run).fit()
 
 

@@ -16,7 +16,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,16 +164,21 @@ def dataset_inputs(config: dict[str, Any]) -> list[Any]:
         return []
     source, hub_config = str(data["source"]), data.get("hub_config")
     out = []
-    for context, split_key, items_key in (("training", "train_split", "max_train_items"),
-                                          ("validation", "val_split", "max_val_items"),
-                                          ("evaluation", "eval_split", "max_eval_items")):
+    splits = [(source, "training", "train_split", "max_train_items"),
+              (source, "validation", "val_split", "max_val_items"),
+              (source, "evaluation", "eval_split", "max_eval_items")]
+    if data.get("replay_source"):  # replayed into training: its train split, of which the trial takes the first ones
+        splits.append((str(data["replay_source"]), "training", "", ""))
+    for src, context, split_key, items_key in splits:
         split = str(data.get(split_key, {"training": "train", "validation": "validation"}.get(context, "test")))
-        d = describe_split(source, split, data.get(items_key), hub_config, data.get("audio_column"),
+        d = describe_split(src, split, data.get(items_key), hub_config, data.get("audio_column"),
                            data.get("text_column"))
-        origin = (HuggingFaceDatasetSource(path=source, config_name=hub_config, split=split) if d["kind"] == "hub"
+        origin = (HuggingFaceDatasetSource(path=src, config_name=hub_config, split=split) if d["kind"] == "hub"
                   else LocalArtifactDatasetSource(d["uri"]))
         profile = {"split": d["split"], "utterances": d["size"] if d["size"] is not None else "unknown"}
-        dataset = SpeechSplit(origin, source, d["digest"], profile)
+        if src != source:
+            profile["replay_fraction"] = data.get("replay_fraction", 0.25)
+        dataset = SpeechSplit(origin, src, d["digest"], profile)
         out.append(DatasetInput(dataset=dataset._to_mlflow_entity(),
                                 tags=[InputTag("mlflow.data.context", context), InputTag("split", d["split"])]))
     return out
@@ -267,7 +272,12 @@ class MlflowTrials(Callback):
         """The last training step logged per trial (replayed steps after a restart are not logged twice)."""
         self.finished: set[str] = set()
         """Trials whose MLflow run had finished before a resumed sweep restarted them: nothing more is logged."""
+        self.final: dict[str, dict[str, float]] = {}
+        """The final result (the one with `wer`) logged per trial. A trial restarted after it had reported it (its
+        node was lost before Tune saw it end) reports it again; only what changed (`restarts`) is logged then."""
         self._unlogged_params: dict[str, dict[str, Any]] = {}
+        self._creating: set[str] = set()
+        """Trials whose run creation was sent but not answered (a busy server may still make it)."""
         self._outage_since: float | None = None
         self._ops: queue.Queue | None = None
         self._writer: threading.Thread | None = None
@@ -349,9 +359,7 @@ class MlflowTrials(Callback):
         tid = trial.trial_id
         if tid not in self.runs:
             exp = experiment_id(self.uri, self.experiment)
-            found = self.c.search_runs(
-                [exp], filter_string=f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'"
-            )
+            found = self._find_trial_run(exp, tid)
             if found:
                 run_id = found[0].info.run_id
                 if found[0].info.status == "FINISHED":  # finished before the driver was lost; the rerun only re-reports
@@ -362,13 +370,20 @@ class MlflowTrials(Callback):
                     # callback's saved state, knows which steps the trial has logged.
                     logged = [m.step for m in self.c.get_metric_history(run_id, "loss")]
                     self.logged_step[tid] = max([self.logged_step.get(tid, -1), *logged])
+                    if "wer" in found[0].data.metrics:
+                        self.final.setdefault(tid, dict(found[0].data.metrics))
                 self.runs[tid] = run_id
             else:
                 sampled = dict(trial.config)
                 tags = {**self.tags, "trial_id": tid, "mlflow.parentRunId": self.parent,
                         "searched": json.dumps(redact(sampled))}
-                self.runs[tid] = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)),
-                                                   tags=tags).info.run_id
+                try:
+                    self.runs[tid] = self.c.create_run(exp, run_name=redact_text(trial_label(sampled, self.space)),
+                                                       tags=tags).info.run_id
+                except Exception as exc:
+                    if timed_out(exc):  # sent, unanswered: the server may still make it
+                        self._creating.add(tid)
+                    raise
                 self._unlogged_params[tid] = resolved_config(self.method, self.fixed, self.space, sampled)
         if tid in self._unlogged_params:  # params of the same value may be logged again: a retry is harmless
             config = self._unlogged_params[tid]
@@ -376,6 +391,19 @@ class MlflowTrials(Callback):
             log_datasets(self.c, self.runs[tid], config)
             del self._unlogged_params[tid]
         return self.runs[tid]
+
+    def _find_trial_run(self, exp: str, tid: str) -> list[Any]:
+        """The trial's run(s) under this sweep's parent, oldest first. After a creation that got no answer, the
+        server may still be making the run (a client timeout does not cancel it): look for it for up to
+        CREATE_WAIT_S before the caller creates another, which would leave the trial two runs."""
+        query = f"tags.trial_id = '{tid}' and tags.`mlflow.parentRunId` = '{self.parent}'"
+        deadline = time.time() + (CREATE_WAIT_S if tid in self._creating else 0.0)
+        while True:
+            found = sorted(self.c.search_runs([exp], filter_string=query), key=lambda r: r.info.start_time)
+            if found or time.time() >= deadline:
+                self._creating.discard(tid)
+                return found
+            time.sleep(2.0)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started.setdefault(trial.trial_id, time.time())
@@ -399,7 +427,10 @@ class MlflowTrials(Callback):
             # MLflow already has them, so its curves keep one point per step.
             if tid in self.finished or ("wer" not in result and step <= self.logged_step.get(tid, -1)):
                 return
-            log_metrics(self.c, run_id, metrics, step)
+            before = self.final.get(tid, {})  # empty until the final result is logged
+            log_metrics(self.c, run_id, {k: v for k, v in metrics.items() if before.get(k) != v}, step)
+            if "wer" in result:
+                self.final[tid] = {**before, **metrics}
             self.logged_step[tid] = max(step, self.logged_step.get(tid, -1))
 
         self.write(op)
@@ -445,25 +476,36 @@ class MlflowTrials(Callback):
             fn(run_id, *args)
 
 
+CREATE_WAIT_S = 60.0
+"""How long a trial's run is looked for after its creation got no answer, before it is created again."""
 RETRY_EVERY_S = 5.0
 """Seconds between two tries to reach a tracking server that stopped answering."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised from or during (the MLflow client wraps requests' errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
 
 
 def unreachable(exc: BaseException) -> bool:
     """Whether an MLflow client error means the server could not be reached (worth retrying), not a refused write."""
     import requests
 
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, (ConnectionError, TimeoutError, requests.exceptions.ConnectionError,
-                             requests.exceptions.Timeout)):
-            return True
-        text = str(seen)
-        if any(s in text for s in ("Max retries exceeded", "Connection refused", "Connection aborted",
-                                   "Read timed out", "503", "502", "504")):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    kinds = (ConnectionError, TimeoutError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    signs = ("Max retries exceeded", "Connection refused", "Connection aborted", "Read timed out", "503", "502", "504")
+    return any(isinstance(e, kinds) or any(s in str(e) for s in signs) for e in _chain(exc))
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether an MLflow client error was a request the server got but did not answer in time (it may still act
+    on it), rather than one that never reached it."""
+    import requests
+
+    kinds = (TimeoutError, requests.exceptions.ReadTimeout)
+    return any(isinstance(e, kinds) or "Read timed out" in str(e) for e in _chain(exc))
 
 
 def _trial_error(trial: Any) -> str:

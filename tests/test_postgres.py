@@ -84,10 +84,17 @@ def test_two_sweeps_at_once_on_one_postgres_server_keep_every_record_once(
             spec = write_sweep(tmp_path / f"{name}.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": RANKS}},
                                STEPS, 0, eval_every=EVAL_EVERY, num_samples=4, max_concurrent_trials=4)
             fixed[name] = yaml.safe_load(spec.read_text())["config"]
-            procs.append(subprocess.Popen(sweep_cmd(spec, tmp_path, "--optuna-storage", studies_db, uri=uri), cwd=ROOT,
-                                          env=on_cluster(ray_cluster), stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-        outs = [p.communicate(timeout=800)[0] for p in procs]
+            # Each console goes to a file, not a pipe: a pipe read only after the other sweep ended fills up (the
+            # live table prints every few seconds), blocks that driver mid-print with its trials holding the shared
+            # cluster's CPUs, and the other sweep then waits for CPUs that never come back.
+            with open(tmp_path / f"{name}.out", "w") as console:
+                procs.append(subprocess.Popen(sweep_cmd(spec, tmp_path, "--optuna-storage", studies_db, uri=uri),
+                                              cwd=ROOT, env=on_cluster(ray_cluster), stdout=console,
+                                              stderr=subprocess.STDOUT, text=True))
+        deadline = time.time() + 800
+        for p in procs:
+            p.wait(timeout=max(1.0, deadline - time.time()))
+        outs = [(tmp_path / f"{name}.out").read_text() for name in names]
         print(f"\n[postgres] two sweeps of 4 trials at once: {time.time() - t0:.0f} s")
         for name, p, out in zip(names, procs, outs, strict=True):
             assert p.returncode == 0, f"{name}: {out[-4000:]}"

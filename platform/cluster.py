@@ -74,6 +74,20 @@ def running_cluster() -> bool:
     return Path("/tmp/ray/ray_current_cluster").exists()
 
 
+def plan_line() -> str:
+    """Which Ray the sweep will run on, for its plan: joining a cluster another job started on this machine is
+    what `ray.init` does unasked, and two jobs sharing one cluster disturb each other."""
+    if "RAY_ADDRESS" in os.environ:
+        address = os.environ["RAY_ADDRESS"].strip()
+        return f"the cluster at {address} (RAY_ADDRESS)" if address else "a private Ray on this machine (RAY_ADDRESS is empty)"
+    marker = Path("/tmp/ray/ray_current_cluster")
+    if marker.exists():
+        address = (marker.read_text().strip().splitlines() or ["?"])[0]
+        return (f"joins the cluster started on this machine at {address} (ray start); "
+                "RAY_ADDRESS= runs on a private one instead")
+    return "a private Ray on this machine"
+
+
 def connect_ray(log_to_driver: bool = True) -> bool:
     """Join a running cluster if there is one; returns whether it joined (else the caller starts one).
 

@@ -285,6 +285,8 @@ class ResolvedSweep:
     failure: FailureSpec = field(default_factory=FailureSpec)
     overrides: dict[str, Any] = field(default_factory=dict)
     """The `--set` values, each as its field takes it."""
+    rehearsal: str = ""
+    """What `--rehearse` swapped for offline stand-ins (platform.rehearsal); empty for a real run."""
 
     @property
     def objectives(self) -> tuple[list[str], list[str]]:
@@ -354,9 +356,12 @@ def load(path: Path) -> SweepSpec:
         raise SpaceError(f"{where}: {exc}") from None
 
 
-def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) -> ResolvedSweep:
+def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None,
+            rewrite: Callable[[ResolvedSweep], ResolvedSweep] | None = None) -> ResolvedSweep:
     """Apply `preset` and `--set` overrides, then validate the method config of every level: the checks of
-    RESOLVE_CHECKS, in order; the first that fails stops the sweep with one line naming the file and field."""
+    RESOLVE_CHECKS, in order; the first that fails stops the sweep with one line naming the file and field.
+    `rewrite` (e.g. `platform.rehearsal.rehearse`) transforms the sweep right after the overrides, before anything
+    is checked against it."""
     where = _relative(path)
     spec = load(path)
     if preset not in PRESETS:
@@ -364,8 +369,15 @@ def resolve(path: Path, preset: str, overrides: dict[str, Any] | None = None) ->
     module = load_method(spec.method)
     _thaw_spec(spec, module.CONFIG)
     r = _Resolution.start(path, spec, preset, module, overrides or {})
+    checks = list(RESOLVE_CHECKS)
+    if rewrite is not None:
+
+        def _rewrite(res: _Resolution) -> None:
+            res.sweep = rewrite(res.sweep)
+
+        checks.insert(checks.index(_apply_overrides) + 1, _rewrite)
     try:
-        for check in RESOLVE_CHECKS:
+        for check in checks:
             check(r)
     except ConfigError as exc:
         raise SpaceError(f"{where}: {exc}") from None

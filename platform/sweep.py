@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the latest interrupted run of this sweep")
     p.add_argument("--fresh-baseline", action="store_true",
                    help="measure the untuned model again, even where this machine has it cached, and cache the new one")
+    p.add_argument("--rehearse", action="store_true",
+                   help="run the gpu preset on CPU, offline: each hub model and data set swapped for an offline "
+                        "stand-in of its kind, steps and items cut to a few, the rest of its path unchanged")
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan without starting Ray")
     p.add_argument("--no-register", action="store_true",
                    help="do not register the best trial in MLflow's Model Registry under the sweep's name")
@@ -106,6 +109,7 @@ def generations(sweep: ResolvedSweep) -> str:
 
 def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> str:
     from platform.baselines import plan_line
+    from platform.cluster import plan_line as cluster_plan_line
 
     objectives, modes = sweep.objectives
     lines = [
@@ -123,6 +127,7 @@ def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> s
         f"trials    {sweep.num_samples}, {sweep.max_concurrent_trials} at a time",
         f"resources {sweep.resources.num_workers} Ray Train worker(s) x {sweep.resources.cpus_per_worker:g} CPU"
         f" + {sweep.resources.gpus_per_worker:g} GPU",
+        f"ray       {cluster_plan_line()}",
         f"baseline  {plan_line(sweep, fresh_baseline) if sweep.baseline else 'none'}",
         *([f"ablation  {sweep.ablation.factor} against {sweep.ablation.baseline!r}, {sweep.ablation.repeats} seeds per level"]
           if sweep.ablation else []),
@@ -203,12 +208,19 @@ def _main(argv: list[str] | None = None) -> int:
         for flag, value in (("--num-samples", args.num_samples), ("--max-concurrent", args.max_concurrent)):
             if value is not None and value < 1:
                 raise SpaceError(f"{flag}: must be at least 1, got {value}")
+        if args.rehearse and args.preset not in (None, "gpu"):
+            raise SpaceError(f"--rehearse rehearses the gpu preset; got --preset {args.preset}")
         uri = preflight(args)
-        if args.dry_run:
+        if args.rehearse:
+            preset, why = "gpu", "--rehearse: on CPU, offline stand-ins"
+        elif args.dry_run:
             preset, why = (args.preset, "--preset") if args.preset else ("local", "--dry-run defaults to local; pass --preset gpu to check it")
         else:
             preset, why = choose_preset(args)
-        sweep = spaces.resolve(path, preset, overrides)
+        rewrite = None
+        if args.rehearse:
+            from platform.rehearsal import rehearse as rewrite
+        sweep = spaces.resolve(path, preset, overrides, rewrite=rewrite)
         if args.num_samples:
             sweep.num_samples = args.num_samples
         if args.max_concurrent:
@@ -218,6 +230,8 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(plan_text(sweep, why, args.fresh_baseline), flush=True)
+    if sweep.rehearsal:
+        print(f"rehearse  {sweep.rehearsal}", flush=True)
     for warning in data_warnings:
         print(warning, file=sys.stderr, flush=True)
     if args.dry_run:

@@ -418,3 +418,22 @@ def test_the_plan_says_how_many_nsga2_generations_the_trials_make(capsys: pytest
     assert "searcher  optuna nsga2 (seed 0), population 4: 2 generations, the first at random" in capsys.readouterr().out
     assert sweep.main(["qlora_pareto", "--dry-run", "--num-samples", "3"]) == 0
     assert "population 4: 1 generation, sampled at random (a random search)" in capsys.readouterr().out
+
+
+def test_the_plan_says_which_ray_the_sweep_runs_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A cluster another job started on this machine is joined unasked: the plan says so, and how not to."""
+    from platform import cluster
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    assert cluster.plan_line() == "a private Ray on this machine (RAY_ADDRESS is empty)"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert cluster.plan_line() == "the cluster at 10.0.0.5:6379 (RAY_ADDRESS)"
+    monkeypatch.delenv("RAY_ADDRESS")
+    marker = tmp_path / "ray_current_cluster"
+    marker.write_text("192.0.2.2:40879\n")
+    real_path = cluster.Path
+    monkeypatch.setattr(cluster, "Path", lambda p: marker if p == "/tmp/ray/ray_current_cluster" else real_path(p))
+    assert cluster.plan_line() == ("joins the cluster started on this machine at 192.0.2.2:40879 (ray start); "
+                                   "RAY_ADDRESS= runs on a private one instead")
+    marker.unlink()
+    assert cluster.plan_line() == "a private Ray on this machine"

@@ -8,7 +8,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16_000
@@ -35,6 +34,8 @@ def to_mono(audio: np.ndarray, sr: int, to_sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def decode_audio(source: str | Path | bytes, to_sr: int = SAMPLE_RATE) -> np.ndarray:
     """A sound file (path or encoded bytes) as mono float32 at `to_sr`, decoded with soundfile."""
+    import soundfile as sf  # here, not at the top: models and the training step run where only torch is installed
+
     handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     audio, sr = sf.read(handle, dtype="float32", always_2d=True)
     return to_mono(audio, sr, to_sr)

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-import jiwer
 import torch
 
 MB = 1024 * 1024
@@ -61,6 +60,8 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str],
     if not pairs:
         raise ValueError("error_rates: no non-empty reference to score")
     refs, hyps = zip(*pairs, strict=True)
+    import jiwer  # here, not at the top: the training step (EnergyMeter, sizes) imports this module where jiwer is absent
+
     return {"wer": float(jiwer.wer(list(refs), list(hyps))), "cer": float(jiwer.cer(list(refs), list(hyps)))}
 
 
@@ -70,6 +71,8 @@ def utterance_errors(reference: str, hypothesis: str, language: str = "en") -> t
     n_ref = len(ref.split())
     if n_ref == 0:
         return len(hyp.split()), 0
+    import jiwer
+
     out = jiwer.process_words(ref, hyp if hyp else "")
     return out.substitutions + out.deletions + out.insertions, n_ref
 

@@ -212,3 +212,34 @@ def test_hub_loader_decodes_bytes_without_torchcodec(monkeypatch: pytest.MonkeyP
     assert len({u["id"] for u in utts}) == 2 and all(u["audio"].dtype == np.float32 for u in utts)
     load_speech("librispeech_asr", "train", max_items=1, hub_config="other")
     assert calls[-1] == ("librispeech_asr", "other", "train.100")
+
+
+def test_replay_mixes_another_sources_training_utterances_into_training_only(tmp_path: Path) -> None:
+    """data.replay_source: its first utterances make up replay_fraction of the training split; val and test stay
+    the source's; bad values are one-line errors naming the field."""
+    from trainables.blocks.config import ConfigError, build
+    from trainables.blocks.data import DataConfig, load_splits
+
+    other = tmp_path / "other"
+    for split in ("train", "validation", "test"):
+        for i in range(4):
+            _write(other / split / f"{split}{i}.wav", seconds=0.3)
+            (other / split / f"{split}{i}.txt").write_text(f"other {split} {i}\n")
+    own = tmp_path / "own"
+    for split in ("train", "validation", "test"):
+        for i in range(6):
+            _write(own / split / f"{split}{i}.wav", seconds=0.3)
+            (own / split / f"{split}{i}.txt").write_text(f"own {split} {i}\n")
+    plain = load_splits(build(DataConfig, {"source": str(own)}))
+    mixed = load_splits(build(DataConfig, {"source": str(own), "replay_source": str(other), "replay_fraction": 0.25}))
+    assert [u["text"] for u in mixed.train[:6]] == [u["text"] for u in plain.train]
+    replayed = [u["text"] for u in mixed.train[6:]]
+    assert replayed == ["other train 0", "other train 1"]  # 2 / (6 + 2) = 0.25
+    assert [u["text"] for u in mixed.val] == [u["text"] for u in plain.val]
+    assert [u["text"] for u in mixed.test] == [u["text"] for u in plain.test]
+    with pytest.raises(ConfigError, match=r"^replay_fraction: must be in \(0, 1\), got 1.0$"):
+        build(DataConfig, {"source": str(own), "replay_source": str(other), "replay_fraction": 1.0})
+    with pytest.raises(ConfigError, match=r"^replay_source: folder or file .*nowhere' does not exist$"):
+        build(DataConfig, {"source": str(own), "replay_source": str(tmp_path / "nowhere")})
+    with pytest.raises(ConfigError, match="^replay_source: is the same as source"):
+        build(DataConfig, {"source": str(own), "replay_source": str(own)})

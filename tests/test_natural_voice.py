@@ -107,8 +107,8 @@ def test_a_set_longer_than_the_trial_window_is_scored_at_a_window_that_holds_it(
 
 def test_a_sweep_prepares_the_natural_voice_sets_its_trials_are_scored_on(monkeypatch: pytest.MonkeyPatch,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The quick start's preset trains on espeak-clinical and names espeak-general in data.natural_also: both
-    natural-voice sets are built before any trial, and the espeak-general corpus itself is not."""
+    """The quick start's preset trains on espeak-clinical, replays espeak-general and names it in data.natural_also:
+    both corpora and both natural-voice sets are built before any trial."""
     from platform import runner, spaces
     from trainables import assets
 
@@ -118,5 +118,5 @@ def test_a_sweep_prepares_the_natural_voice_sets_its_trials_are_scored_on(monkey
     monkeypatch.setitem(assets.ASSETS, "whisper-tiny.en",
                         assets.Asset("model", "", "", lambda: built.append("whisper-tiny.en")))  # type: ignore[arg-type,return-value]
     runner.prepare_assets(spaces.resolve(spaces.find("qlora_rank"), "local", {}))
-    assert built == ["whisper-tiny.en", "espeak-clinical", "natural-clinical", "natural-general"]
+    assert built == ["whisper-tiny.en", "espeak-clinical", "espeak-general", "natural-clinical", "natural-general"]
     assert "preparing natural-general" in capsys.readouterr().out

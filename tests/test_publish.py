@@ -140,3 +140,46 @@ def test_wall_time_is_the_one_the_sweep_logged_in_mlflow(tmp_path: Path) -> None
     (folder / "sweep.json").write_text(json.dumps({**state, "parent_run_id": run_id}))
     text = publish.publish(folder, tmp_path / "docs").read_text()
     assert "| wall time | 6.9 min (`sweep_wall_s` on the sweep's MLflow run) |" in text
+
+
+README_BEFORE = """# project
+
+Intro.
+
+<!-- results qlora_rank: trial val_wer wer -->
+| an old | hand-copied table |
+<!-- /results -->
+
+<!-- results other_sweep: trial wer -->
+kept as it is
+<!-- /results -->
+"""
+
+
+def test_a_readme_block_is_rewritten_from_the_published_summary(tmp_path: Path) -> None:
+    """The README shows the columns it names of the published sweep's summary, every row (the untuned model's too),
+    and where they came from; a block for another sweep is left alone."""
+    table = TABLE.replace("| wer    |", "| wer    | val_wer |").replace("| ------- |", "| ------- | ------- |")
+    table = "\n".join([*(line + (" 0.0700 |" if i >= 2 else "") for i, line in enumerate(table.splitlines())),
+                       "| untuned model | BASELINE | - | 0.2180 | 0.2500 |"])
+    readme = tmp_path / "README.md"
+    readme.write_text(README_BEFORE)
+    out = run(str(results_folder(tmp_path, table=table)), "--docs", str(tmp_path / "docs" / "results"),
+              "--readme", str(readme))
+    assert out.returncode == 0, out.stderr
+    text = readme.read_text()
+    assert "hand-copied" not in text and "kept as it is" in text
+    assert ("| trial | val_wer | wer |\n|---|---|---|\n| r=1 | 0.0700 | 0.0557 |\n| r=16 | 0.0700 | 0.0488 |\n"
+            "| untuned model | 0.2500 | 0.2180 |\n") in text
+    assert f"`{STAMP}`" in text and "(docs/results/qlora_rank.md)" in text
+
+
+def test_a_readme_block_naming_an_absent_column_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(README_BEFORE.replace("trial val_wer wer", "trial natural_wer"))
+    docs = tmp_path / "docs"
+    out = run(str(results_folder(tmp_path)), "--docs", str(docs), "--readme", str(readme))
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1
+    assert "'natural_wer'" in out.stderr and "README.md" in out.stderr
+    assert not docs.exists() and "hand-copied" in readme.read_text()

@@ -631,6 +631,13 @@ class DataConfig:
     natural_cer_<domain> (e.g. espeak-general for a trial adapted to clinical speech: does it still transcribe
     everyday speech?). Evaluation only, like natural_wer."""
 
+    replay_source: str | None = None
+    """Another source (an offline corpus or local data, as `source`) whose training utterances are mixed into the
+    training split, e.g. espeak-general while adapting to clinical speech: the model keeps hearing everyday speech
+    while it learns the domain, which limits what it forgets. Training only: validation and test stay `source`'s."""
+    replay_fraction: float = 0.25
+    """Share of the training split that `replay_source`'s utterances make up (its first ones, in its own order)."""
+
     def check(self) -> None:
         from trainables.assets.natural_voice import NATURAL_FOR_CORPUS
 
@@ -640,6 +647,15 @@ class DataConfig:
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")
+        require(0 < self.replay_fraction < 1, "replay_fraction", f"must be in (0, 1), got {self.replay_fraction}")
+        if self.replay_source is not None:
+            require(self.replay_source != self.source, "replay_source", "is the same as source: nothing to replay")
+            try:
+                replay_kind = source_kind(self.replay_source)
+            except ValueError as exc:
+                raise ConfigError(f"replay_source: {str(exc).removeprefix('data.source: ')}") from None
+            if replay_kind in DATASET_KINDS:
+                check_source(self.replay_source, "replay_source", self)
         require(0 <= self.encoder_window_s <= 30, "encoder_window_s", f"must be in [0, 30], got {self.encoder_window_s}")
         for name in ("audio_column", "text_column"):
             value = getattr(self, name)
@@ -674,6 +690,10 @@ def load_splits(cfg: DataConfig) -> Splits:
     train = load_speech(cfg.source, cfg.train_split, max_items=cfg.max_train_items, **kw)
     val = load_speech(cfg.source, cfg.val_split, max_items=cfg.max_val_items, **kw)
     test = load_speech(cfg.source, cfg.eval_split, max_items=cfg.max_eval_items, **kw)
+    if cfg.replay_source is not None:
+        # n replayed utterances make up replay_fraction of the mixed split: n / (len(train) + n) = fraction.
+        n = max(1, round(len(train) * cfg.replay_fraction / (1 - cfg.replay_fraction)))
+        train = train + load_speech(cfg.replay_source, "train", max_items=n, **kw)
     longest_s = max(len(u["audio"]) for u in train + val + test) / SAMPLE_RATE
     train, val, test = (with_language(split, cfg.language) for split in (train, val, test))
     return Splits(train, val, test, cfg.encoder_window_s or math.ceil(2 * longest_s) / 2)

@@ -6,6 +6,7 @@ results folder, named at the end; `--verbose` shows them live instead."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,16 @@ def libraries_to_file(results: Path) -> Path:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.captureWarnings(True)
+    import mlflow  # noqa: F401 - MLflow adds its console handler when first imported: before the loop below
     import optuna
 
     # Optuna adds its own console handler the first time it logs, after the loop below has run: configure it now.
     optuna.logging.get_logger("optuna")
+    # Tune's newer console output prints its "Configuration for experiment" box and a TensorBoard hint even at
+    # verbose=0; its older reporter at verbose=0 prints nothing (the live table, platform/progress.py, replaces it).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # MLflow draws a progress bar for every download of a trial's artifacts (resolving the best trial, registering it).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARIES:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):

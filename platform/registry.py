@@ -12,7 +12,10 @@ MLflow's transformers flavour would fit QLoRA's exported folder, but its audio i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
 import os
 import re
@@ -115,7 +118,11 @@ def register(result: TrialResult, name: str, tracking_uri: str, selected_by: str
         tags["sweep"] = run_tags["sweep"]
     if selected_by:
         tags["selected_by"] = selected_by
-    with _tracking_uri(tracking_uri), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    # MLflow prints its own chatter while it logs and registers (download bars, "already exists. Creating a new
+    # version"): it goes to MLflow's logger (a sweep's libraries.log), and this function's one line to the console.
+    chatter = io.StringIO()
+    with _tracking_uri(tracking_uri), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
+            contextlib.redirect_stderr(chatter):
         # The signature says what to send; an input example would load the model here to validate it.
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         method_file = Path(tmp) / "method.json"
@@ -133,6 +140,8 @@ def register(result: TrialResult, name: str, tracking_uri: str, selected_by: str
             code_paths=[str(ROOT / "trainables")], signature=serving.signature(), pip_requirements=requirements(),
             registered_model_name=name, tags=tags,
         )
+    if chatter.getvalue().strip():
+        logging.getLogger("mlflow").info("while registering %s: %s", name, chatter.getvalue().strip())
     registered = Registered(name, str(info.registered_model_version), run.info.run_id, info.model_id)
     c.update_model_version(name, registered.version, description=_description(registered, run, result.method, metrics,
                                                                               selected_by))

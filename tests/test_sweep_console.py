@@ -69,6 +69,11 @@ def test_dataset_inputs_name_split_source_digest_and_size() -> None:
     assert json.loads(got["evaluation"].profile) == {"split": "test", "utterances": 8}  # the corpus has 8
     assert len({d.digest for d in got.values()}) == 3
     assert dataset_inputs({"no": "data"}) == []
+    # data.replay_source is a second training input, its train split, marked as replayed.
+    replayed = dataset_inputs({"data": {**config["data"], "replay_source": "espeak-general", "replay_fraction": 0.3}})
+    training = [i.dataset for i in replayed if any(t.value == "training" for t in i.tags)]
+    assert [d.name for d in training] == ["espeak-smoke", "espeak-general"]
+    assert json.loads(training[1].profile) == {"split": "train", "utterances": 2000, "replay_fraction": 0.3}
 
 
 def test_report_html_is_one_self_contained_page(tmp_path: Path) -> None:
@@ -131,19 +136,27 @@ def test_posting_progress_outside_a_sweep_does_nothing_and_is_cheap() -> None:
     assert list(progress.tracked(range(3), "decoding 3 utterances")) == [0, 1, 2]
 
 
-def test_optunas_own_messages_go_to_the_log_file_not_the_console(tmp_path: Path) -> None:
-    """Optuna installs its console handler when it is first imported, which in a sweep is after the redirect: the
-    redirect must cover it all the same (a fresh process, so that nothing imported optuna before)."""
+QUIET_LIBRARIES = {
+    "optuna": ("import optuna\noptuna.create_study(storage=f'sqlite:///{sys.argv[1]}/o.db', study_name='quiet')\n",
+               "A new study created in RDB with name: quiet"),
+    "mlflow": ("from platform import tracking\ntracking.experiment_id(f'sqlite:///{sys.argv[1]}/m.db', 'quiet')\n",
+               "Creating initial MLflow database tables"),
+}
+
+
+@pytest.mark.parametrize("library", QUIET_LIBRARIES)
+def test_a_librarys_own_messages_go_to_the_log_file_not_the_console(library: str, tmp_path: Path) -> None:
+    """Optuna and MLflow install their console handlers when first imported, which in a sweep is after the redirect:
+    the redirect must cover them all the same (a fresh process, so that nothing imported them before)."""
     import subprocess
     import sys
 
+    body, message = QUIET_LIBRARIES[library]
     code = ("import sys; from pathlib import Path; from platform import console\n"
-            "log = console.libraries_to_file(Path(sys.argv[1]))\n"
-            "import optuna\n"
-            "optuna.create_study(storage=f'sqlite:///{sys.argv[1]}/o.db', study_name='quiet')\n")
+            "log = console.libraries_to_file(Path(sys.argv[1]))\n" + body)
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=root, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "A new study created" not in out.stdout + out.stderr
-    assert "A new study created in RDB with name: quiet" in (tmp_path / "libraries.log").read_text()
+    assert message not in out.stdout + out.stderr
+    assert message in (tmp_path / "libraries.log").read_text()

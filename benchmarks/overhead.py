@@ -92,7 +92,9 @@ def trial_spec(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                           "data.max_train_items": TINY["data"]["max_train_items"],
                           "eval.max_new_tokens": TINY["eval"]["max_new_tokens"],
                           "eval.batch_size": TINY["eval"]["batch_size"],
-                          "optim.batch_size": TINY["optim"]["batch_size"]})
+                          "optim.batch_size": TINY["optim"]["batch_size"],
+                          # the shortest window and no replayed corpus: a check of the path, kept small
+                          "data.encoder_window_s": 0.0, "data.replay_source": None})
         model = args.model or str(build_tiny_whisper(work / "tiny-whisper"))
         overrides["model"] = model
     elif args.model:

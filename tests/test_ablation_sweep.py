@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT
@@ -23,7 +24,13 @@ pytestmark = pytest.mark.integration  # starts Ray
 
 
 def test_qlora_bits_runs_every_level_with_two_seeds(tmp_path: Path, tiny_whisper_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "platform.sweep", "qlora_bits", "--preset", "local",
+    # The shipped sweep, two trials at a time on one CPU each: a tiny model's trial mostly waits on its start and
+    # tracking, so 12 of them take about two thirds of the time they take one by one.
+    spec = yaml.safe_load((ROOT / "search_spaces" / "qlora_bits.yaml").read_text())
+    spec["presets"]["local"].update(max_concurrent_trials=2, resources={"num_workers": 1, "cpus_per_worker": 1})
+    sweep_file = tmp_path / "qlora_bits.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "platform.sweep", str(sweep_file), "--preset", "local",
            "--set", f"model={tiny_whisper_dir}", "--set", "data.source=espeak-smoke",
            "--set", "data.max_eval_items=8", "--set", "data.max_val_items=2", "--set", "eval.max_new_tokens=4",
            "--set", "optim.max_steps=2", "--set", "optim.warmup_steps=1", "--set", "optim.batch_size=2",
@@ -53,4 +60,4 @@ def test_qlora_bits_runs_every_level_with_two_seeds(tmp_path: Path, tiny_whisper
     cells = [x.strip() for x in row.strip("|").split("|")]
     assert "[" in cells[3] and "," in cells[3]  # ΔWER [low, high]
     assert 0.0 <= float(cells[5]) <= 1.0  # p-value
-    assert (tmp_path / "results" / "qlora_bits").glob("*/ablation_base.png")
+    assert list((tmp_path / "results" / "qlora_bits").glob("*/ablation_base.png"))

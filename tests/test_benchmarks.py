@@ -204,3 +204,50 @@ def test_tracking_load_prints_rates_latencies_and_where_it_climbs(postgres_serve
         assert lv["errors"] == 0, lv["first_error"]  # two writers are far from what one server holds
         assert lv["p50_ms"] <= lv["p95_ms"] and lv["requests_per_s"] >= lv["metrics_per_s"] / 9
         assert lv["trials_per_s"] > 0  # 2-step fake trials finish within a level
+
+
+def test_gpu_benchmark_runs_every_method_step_on_tiny_models() -> None:
+    """`gpu.py --tiny`: the same path as on a GPU (models from configs, the project's loaders and Stepper), on the CPU."""
+    stdout, result = run_benchmark("gpu.py", "--tiny", timeout=300)
+    rows = {r["case"]: r for r in result["rows"]}
+    assert set(rows) == {"qlora_nf4", "qlora_bf16", "qlora_nf4_paged8", "qlora_nf4_fp16", "dqlora_nf4",
+                         "dq_whisper_fq4", "llm_adaptor_nf4", "llm_adaptor_bf16", "whistle_nf4"}
+    for name, row in rows.items():
+        assert row["error"] == "", (name, row["error"])
+        assert finite_positive(row["samples_per_s"]) and finite_positive(row["trainable_m"]), row
+        assert math.isfinite(row["loss_first"]) and math.isfinite(row["loss_last"]), row
+        assert f"| {name} |" in stdout
+    # On the CPU the paged optimiser and fp16 autocast are replaced (they need CUDA), and memory is not read.
+    assert rows["qlora_nf4_paged8"]["optimizer"] == "adamw" and rows["qlora_nf4_fp16"]["autocast"] == "off"
+    assert rows["qlora_nf4"]["peak_vram_mb"] is None
+    # The 4-bit and bf16 bases hold the same adapters; the fake-quantised student trains every weight.
+    assert rows["qlora_nf4"]["trainable_m"] == rows["qlora_bf16"]["trainable_m"]
+    assert rows["dq_whisper_fq4"]["trainable_m"] > 5 * rows["qlora_nf4"]["trainable_m"]
+    assert finite_positive(result["ratios"]["qlora_speed_nf4_over_bf16"])
+    assert printed(stdout, "qlora_speed_nf4_over_bf16") == pytest.approx(result["ratios"]["qlora_speed_nf4_over_bf16"],
+                                                                         abs=0.006)
+
+
+def test_gpu_benchmark_refuses_without_cuda_and_unknown_cases_in_one_line() -> None:
+    import torch
+
+    script = str(ROOT / "benchmarks" / "gpu.py")
+    bad = subprocess.run([sys.executable, script, "--tiny", "--cases", "qlora_nf4,nope"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines() == ["gpu.py: --cases: unknown nope (known: " + ", ".join(
+        ["qlora_nf4", "qlora_bf16", "qlora_nf4_paged8", "qlora_nf4_fp16", "dqlora_nf4", "dq_whisper_fq4",
+         "llm_adaptor_nf4", "llm_adaptor_bf16", "whistle_nf4"]) + ")"]
+    if torch.cuda.is_available():
+        return
+    out = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and "no CUDA device" in out.stderr
+
+
+def test_rehearse_all_refuses_an_unknown_sweep_in_one_line() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rehearse_all.py"), "--only", "qlora_rank,no_such"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip().startswith("error: no sweep named no_such; there are: ")
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -51,9 +51,10 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
     def run(cfg: C) -> dict[str, float]:
         attempt = restarts()  # counted first: an attempt that dies in setup is still one
         done = finished_result()
-        if done is not None:
-            report(*done)
-            return done[0]
+        if done is not None:  # finished before this attempt began: the same result, with this attempt counted
+            metrics = {**done[0], "restarts": float(attempt)}
+            report(metrics, done[1])
+            return metrics
         s = setup(cfg)
         metrics, artifacts = finish(s, *train(s))
         metrics = {**metrics, "restarts": float(attempt)}

@@ -222,7 +222,7 @@ def test_the_cluster_requires_rays_token_and_a_sweep_without_it_stops_in_one_lin
 
 def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
         cluster: Any, tiny_whisper_dir: Path, tmp_path: Path) -> None:
-    steps, every, eval_every = 20, 5, 10
+    steps, every, eval_every = 30, 5, 10
     spec = write_sweep(tmp_path / "ft_nodes.yaml", tiny_whisper_dir, {"lora.r": {"type": "grid", "values": [1, 2, 4, 8]}},
                        steps, every, eval_every=eval_every, num_samples=4, max_concurrent_trials=4)
     proc = subprocess.Popen(sweep_cmd(spec, tmp_path), cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE,
@@ -232,7 +232,9 @@ def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
     wait_for(lambda: len({p.parents[1] for p in checkpoints_under(train_root)}) >= 4, 600,
              "a checkpoint of each of the 4 trials", interval=0.5)
     workers = wait_for(lambda: train_workers(cluster), 30, "the trials' worker processes")
-    victim = node_of(workers[0], cluster)
+    # The youngest worker's node: its trial started last and has just made its first checkpoint, so it is far from
+    # done. The oldest worker's trial may already be finishing by now (its result reported, nothing to restart).
+    victim = node_of(max(workers, key=lambda w: w.create_time()), cluster)
     hosted = sum(1 for w in workers if node_of(w, cluster) is victim)
     cluster.remove_node(victim, allow_graceful=False)
     removed_at = time.time()
@@ -245,7 +247,9 @@ def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
     assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4, 8]  # each once
     for run in runs:
         assert_complete_record(tmp_path, run, steps, eval_every)
-    assert sum(r.data.metrics["restarts"] for r in runs) == hosted >= 1
+    # Every trial still running on the node restarts once; another trial of the node's may have finished between
+    # the listing and the removal, so at most `hosted` restarts, and at least the youngest trial's.
+    assert 1 <= sum(r.data.metrics["restarts"] for r in runs) <= hosted
     assert study_states(tmp_path, "ft_nodes") == ["COMPLETE"] * 4
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from tests.conftest import CONTRACT_METRICS
+from tests.conftest import CONTRACT_METRICS, ROOT
 from trainables.blocks.config import ConfigError
 from trainables.blocks.metrics import deployed_size_bytes
 from trainables.blocks.models import (
@@ -206,6 +207,25 @@ def test_nf4_trains_after_a_mid_training_evaluation(tiny_whisper_dir: Path) -> N
         "optim": {"max_steps": 3, "warmup_steps": 1, "batch_size": 2},
     }))
     assert metrics["step"] == 3 and math.isfinite(metrics["loss"])
+
+
+def _bits_levels() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "search_spaces" / "qlora_bits.yaml").read_text())["space"]["base"]["named"]
+
+
+@pytest.mark.parametrize("level", ["nf4_dq", "fp4", "int8"])
+def test_each_base_precision_of_qlora_bits_trains(tiny_whisper_dir: Path, level: str) -> None:
+    """The ablation sweep's test runs three of qlora_bits' levels through Ray; the other bases train here, each as
+    the shipped file holds it, with the same LoRA: a few steps, a finite loss, every contract metric."""
+    levels = _bits_levels()
+    metrics = run(parse_config({
+        "model": str(tiny_whisper_dir), "data": {"source": "espeak-smoke", "max_eval_items": 2, "max_val_items": 2},
+        "lora": {"r": 4}, "eval": {"max_new_tokens": 2},
+        "optim": {"max_steps": 2, "warmup_steps": 1, "batch_size": 2}, **levels[level],
+    }))
+    assert metrics["step"] == 2 and math.isfinite(metrics["loss"])
+    for name in CONTRACT_METRICS:
+        assert name in metrics and math.isfinite(metrics[name]), name
 
 
 def test_adapted_nf4_size_counts_each_quantised_weight_once(tiny_en_dir: Path) -> None:

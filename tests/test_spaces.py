@@ -437,3 +437,14 @@ def test_the_plan_says_which_ray_the_sweep_runs_on(monkeypatch: pytest.MonkeyPat
                                    "RAY_ADDRESS= runs on a private one instead")
     marker.unlink()
     assert cluster.plan_line() == "a private Ray on this machine"
+
+
+def test_a_level_too_short_for_adalora_is_refused_before_any_trial() -> None:
+    """entropy_allocation's AdaLoRA level needs 3 steps to warm up, prune and finish: with fewer, resolving the sweep
+    fails in one line naming the file and the field, not the level's trial once the sweep runs."""
+    from platform import spaces
+
+    with pytest.raises(spaces.SpaceError, match=r"^search_spaces/entropy_allocation.yaml: .*lora.kind: AdaLoRA needs at "
+                                                r"least 3 training steps .*got 2$"):
+        spaces.resolve(spaces.find("entropy_allocation"), "local", {"optim.max_steps": 2, "optim.warmup_steps": 0})
+    assert spaces.resolve(spaces.find("entropy_allocation"), "local", {"optim.max_steps": 3, "optim.warmup_steps": 0}).num_samples >= 1

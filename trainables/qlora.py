@@ -148,6 +148,9 @@ class QLoRAConfig:
         require(self.lora.enabled or not self.entropy.enabled, "entropy.enabled", "rank allocation needs lora.enabled")
         require(not (self.entropy.enabled and self.lora.kind == "adalora"), "entropy.enabled",
                 "entropy allocation and AdaLoRA both set the ranks; choose one")
+        if self.lora.enabled and self.lora.kind == "adalora":
+            # The schedule needs enough steps; checked here so a sweep's level is refused before any trial starts.
+            adalora_schedule(self.optim.max_steps, self.optim.warmup_steps, self.adalora)
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
         assets.check_model_language(self.model, self.data.language, "model")

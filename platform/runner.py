@@ -430,7 +430,9 @@ def make_sampler(sweep: ResolvedSweep) -> Any:
     if s.type == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.type == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=s.seed, population_size=s.population_size)
+        from platform.optuna_samplers import NSGAIISampler
+
+        return NSGAIISampler(seed=s.seed, population_size=s.population_size)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.n_startup_trials)
 
 

@@ -318,18 +318,28 @@ def build_tuner(run: SweepRun) -> Any:
         print(f"resuming {run.results}", flush=True)
         return tune.Tuner.restore(run.results, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                   restart_errored=False)
-    from ray.tune import RunConfig, TuneConfig
+    from ray.tune import RunConfig
 
-    sweep = run.sweep
     return tune.Tuner(
         trainable,
-        tune_config=TuneConfig(search_alg=make_searcher(sweep, run.study_storage, run.study_name),
-                               scheduler=make_scheduler(sweep), num_samples=sweep.num_samples,
-                               max_concurrent_trials=sweep.max_concurrent_trials),
+        tune_config=tune_config(run.sweep, run.study_storage, run.study_name),
         # verbose=0: the live table (platform/progress.py) replaces Tune's status table.
         run_config=RunConfig(name=run.stamp, storage_path=run.experiment_path, callbacks=tune_callbacks(run),
                              verbose=0),
     )
+
+
+def tune_config(sweep: ResolvedSweep, study_storage: str, study_name: str) -> Any:
+    """The sweep's searcher, scheduler and budget, and whether trials reuse each other's function actors."""
+    from ray.tune import TuneConfig
+
+    return TuneConfig(search_alg=make_searcher(sweep, study_storage, study_name), scheduler=make_scheduler(sweep),
+                      num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
+                      # A finished trial's function actor runs the next trial: it has imported Ray Train and the
+                      # method already, 3 s of every trial's start on 2 cores (docs/benchmarks.md). Not where a
+                      # scheduler stops trials: a stopped trial's actor, reset for the next one, would leave the
+                      # stopped trial's Train run going without its report queue.
+                      reuse_actors=sweep.scheduler.type == "none")
 
 
 def trial_trainable(run: SweepRun) -> Any:

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/time_to_quality.py [--sweep qlora_rank] [--preset local] [--value lora.r=16]
                                                    [--steps N] [--every K] [--target WER] [--order standard,platform]
-                                                   [--spec-augment] [--json PATH]
+                                                   [--spec-augment] [--platform-steps N] [--standard-from PATH]
+                                                   [--json PATH]
     .venv/bin/python benchmarks/time_to_quality.py --tiny   # a random 2+2-layer Whisper, 4 steps (what the test runs)
 
 Both sides fine-tune the same trial (by default the first level of the sweep's searched key on its preset; for
@@ -35,6 +36,11 @@ step with every evaluation before it taken out; `wall_s` is wall time from the s
 loading and quantisation included) to the end of a validation pass, evaluations included. The target is the
 standard recipe's best validation WER within its budget unless --target names one; each side's time to it is that
 of its first validation pass at or below it. The ratio is standard / platform. The last line is `RESULT {json}`.
+
+A platform step costs a fraction of a standard one, so the same step budget can leave the platform short of the
+standard recipe's best: --platform-steps gives the platform side a budget of its own (its schedule's length with it;
+validation still every K steps). The standard side takes minutes on CPU; --standard-from reads it from an earlier
+run's --json (the same trial, steps and K, checked) instead of training it again.
 """
 
 from __future__ import annotations
@@ -303,6 +309,22 @@ def child_platform(spec: dict[str, Any]) -> dict[str, Any]:
             "trainable_params": float(metrics["trainable_params"]), "end": time.perf_counter() - t0}
 
 
+def earlier_standard(path: Path, spec: dict[str, Any], steps: int, every: int) -> dict[str, Any]:
+    """The standard side's row of an earlier run's --json, refused in one line unless that run trained the same
+    trial (sweep, preset, sampled values, overrides) for the same steps with the same validation interval."""
+    try:
+        earlier = json.loads(path.read_text())
+        row = earlier["standard"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"--standard-from {path}: not a time_to_quality --json result ({type(exc).__name__}: {exc})") from None
+    mine = {k: spec[k] for k in ("sweep", "preset", "sampled", "overrides")}
+    for key, want in (("steps", steps), ("every", every), *mine.items()):
+        have = earlier.get("spec", {}).get(key) if key in mine else earlier.get(key)
+        if have != want:
+            raise SystemExit(f"--standard-from {path}: its {key} is {json.dumps(have)}, this run's is {json.dumps(want)}")
+    return row
+
+
 def precision_label(p: Any) -> str:
     """nf4+dq, fp4, int8, 16-bit, fp32: the base weights' precision in a word."""
     if p.bits == 4:
@@ -379,6 +401,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep the preset's SpecAugment on the platform side (default: off on both; the recipe has none)")
     p.add_argument("--model", help="model asset or folder (with --tiny: instead of a freshly built random one)")
     p.add_argument("--tiny", action="store_true", help="a random 2+2-layer Whisper, espeak-smoke, 4 steps of 2")
+    p.add_argument("--platform-steps", type=int, metavar="N",
+                   help="the platform side's step budget (default: --steps); validation still every K steps")
+    p.add_argument("--standard-from", type=Path, metavar="PATH",
+                   help="reuse the standard side of an earlier run's --json (same trial, steps, K) instead of training it")
     p.add_argument("--order", default="standard,platform", help="which side runs first (default standard,platform)")
     p.add_argument("--json", type=Path, help="also write the RESULT object here")
     p.add_argument("--child", choices=list(SIDES), help=argparse.SUPPRESS)
@@ -387,6 +413,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         p.error(f"--steps: must be at least 1, got {args.steps}")
+    if args.platform_steps is not None and args.platform_steps < 1:
+        p.error(f"--platform-steps: must be at least 1, got {args.platform_steps}")
+    if args.standard_from is not None and not args.standard_from.is_file():
+        p.error(f"--standard-from: no such file: {args.standard_from}")
     if args.every is not None and args.every < 1:
         p.error(f"--every: must be at least 1, got {args.every}")
     if args.target is not None and args.target < 0:
@@ -418,17 +448,31 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(spec["config"]["optim"]["max_steps"])
         every = args.every or (TINY_EVERY if args.tiny else max(1, steps // EVALS_PER_RUN))
         spec["config"].setdefault("eval", {})["every"] = every
-        spec_file = work / "spec.json"
-        spec_file.write_text(json.dumps(spec))
+        platform_steps = args.platform_steps or steps
+        reused = earlier_standard(args.standard_from, spec, steps, every) if args.standard_from else None
         raw = {}
         for side in order:
-            print(f"[{time.strftime('%H:%M:%S')}] training with {side} ...", flush=True)
+            if side == "standard" and reused is not None:
+                print(f"[{time.strftime('%H:%M:%S')}] standard side read from {args.standard_from}", flush=True)
+                continue
+            side_spec = json.loads(json.dumps(spec))
+            if side == "platform" and platform_steps != steps:
+                side_spec["config"]["optim"]["max_steps"] = platform_steps
+            spec_file = work / f"spec-{side}.json"
+            spec_file.write_text(json.dumps(side_spec))
+            print(f"[{time.strftime('%H:%M:%S')}] training with {side} ({side_spec['config']['optim']['max_steps']} "
+                  f"steps, validation every {every}) ...", flush=True)
             raw[side] = run_child(side, spec_file, work)
-        standard_best = min((e["wer"] for e in raw["standard"]["evals"]), default=None)
+        if reused is not None:
+            standard_best = reused["best_val_wer"]
+        else:
+            standard_best = min((e["wer"] for e in raw["standard"]["evals"]), default=None)
         target = args.target if args.target is not None else standard_best
         if target is None:
             raise SystemExit("the standard recipe made no validation pass: no target WER")
-        rows = {side: summarise(raw[side], target) for side in SIDES}
+        rows = {side: summarise(raw[side], target) for side in SIDES if side in raw}
+        if reused is not None:
+            rows["standard"] = {**reused, "to_target": to_target(reused["curve"], target)}
         s, p = rows["standard"]["to_target"] or {}, rows["platform"]["to_target"] or {}
         ratios = {"train_s_to_target": ratio(s.get("train_s"), p.get("train_s")),
                   "wall_s_to_target": ratio(s.get("wall_s"), p.get("wall_s")),
@@ -436,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                   "wall_s": ratio(rows["standard"]["wall_s"], rows["platform"]["wall_s"])}
         data, optim = spec["config"].get("data", {}), spec["config"].get("optim", {})
         print(f"\ntrial: sweep {spec['sweep']}, preset {spec['preset']}, {json.dumps(spec['sampled'])}, "
-              f"{steps} steps of {optim.get('batch_size')} on both sides, seed {spec['config'].get('seed', 0)}, "
+              f"{steps} steps of {optim.get('batch_size')} (platform: {platform_steps}), seed {spec['config'].get('seed', 0)}, "
               f"SpecAugment {'on (platform side only)' if args.spec_augment else 'off on both'}; "
               f"validation every {every} steps on {data.get('max_val_items')} utterances of {data.get('source')}")
         how = "--target" if args.target is not None else f"the standard recipe's best within its {steps} steps"
@@ -457,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = "" if ratios[key] is not None else " (a side never reached the target)"
             print(f"ratio standard/platform {key}: {fmt(ratios[key], '.2f')}{reason}  [{label}]")
         result = {"spec": {k: spec[k] for k in ("sweep", "preset", "sampled", "overrides")}, "order": order,
-                  "steps": steps, "every": every, "target_wer": target,
+                  "steps": steps, "platform_steps": platform_steps, "every": every, "target_wer": target,
+                  "standard_from": str(args.standard_from) if reused is not None else None,
                   "target_from": "--target" if args.target is not None else "standard_best",
                   "timing": "train_s excludes evaluation time on both sides; wall_s includes set-up and evaluation",
                   **{side: rows[side] for side in SIDES}, "ratio": ratios}

@@ -134,9 +134,11 @@ def test_time_to_quality_takes_evaluation_out_of_training_time() -> None:
 
 
 @pytest.mark.slow  # trains a tiny model twice (no Ray)
-def test_time_to_quality_prints_table_times_to_target_and_ratio(tiny_whisper_dir: Path) -> None:
+def test_time_to_quality_prints_table_times_to_target_and_ratio(tiny_whisper_dir: Path, tmp_path: Path) -> None:
     # A target every pass reaches: both sides hit it at their first validation pass (step 2 of 4).
-    stdout, result = run_benchmark("time_to_quality.py", "--tiny", "--model", str(tiny_whisper_dir), "--target", "100")
+    first = tmp_path / "first.json"
+    stdout, result = run_benchmark("time_to_quality.py", "--tiny", "--model", str(tiny_whisper_dir), "--target", "100",
+                                   "--json", str(first))
     assert re.search(r"^side\s+window_s\s+base\s+steps\s+best_val_wer\s+steps_to_target\s+train_s_to_target\s+"
                      r"wall_s_to_target\s+train_s\s+val_eval_s\s+setup_s\s+wall_s\s+test_wer\s+natural_wer$", stdout, re.M)
     for side, base in (("standard", "fp32"), ("platform", "nf4\\+dq")):
@@ -167,6 +169,22 @@ def test_time_to_quality_prints_table_times_to_target_and_ratio(tiny_whisper_dir
     assert 0 <= std["val_wer_check"] <= 1.5
     assert result["ratio"]["train_s_to_target"] == pytest.approx(std["to_target"]["train_s"] / plat["to_target"]["train_s"])
     assert result["ratio"]["steps_to_target"] == 1.0
+    assert json.loads(first.read_text()) == result
+
+    # The platform side again with a budget of its own; the standard side read back from the first run.
+    stdout, again = run_benchmark("time_to_quality.py", "--tiny", "--model", str(tiny_whisper_dir), "--target", "100",
+                                  "--standard-from", str(first), "--platform-steps", "6")
+    assert "standard side read from" in stdout and "training with standard" not in stdout
+    assert again["standard"] == result["standard"] and again["standard_from"] == str(first)
+    assert again["platform_steps"] == 6 and again["platform"]["steps"] == 6
+    assert [c["step"] for c in again["platform"]["curve"]] == [2, 4, 6]
+
+    # Read back only for the same trial: a different step budget is refused in one line, before any training.
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_quality.py"), "--tiny", "--model",
+                          str(tiny_whisper_dir), "--steps", "2", "--standard-from", str(first)],
+                         cwd=ROOT, env={**os.environ, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "training with" not in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == f"--standard-from {first}: its steps is 4, this run's is 2"
 
 
 def test_tracking_load_finds_where_latency_errors_or_throughput_climb() -> None:
@@ -251,3 +269,52 @@ def test_rehearse_all_refuses_an_unknown_sweep_in_one_line() -> None:
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().startswith("error: no sweep named no_such; there are: ")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_trial_timeline_splits_each_trial_from_rays_task_events() -> None:
+    split_trials = load_benchmark("trial_timeline.py").split_trials
+
+    def task(name: str, **states: float) -> dict:
+        return {"name": name, "events": [{"state": s, "created_ms": t * 1000} for s, t in states.items()]}
+
+    tasks = [  # trial 1 on a new function actor, trial 2 on the same actor (Tune reused it)
+        task("ImplicitFunc.__init__", PENDING_ARGS_AVAIL=1.0, RUNNING=1.5, FINISHED=2.0),
+        task("trial.train", RUNNING=2.0, FINISHED=12.0),
+        task("TrainController.__init__", PENDING_ARGS_AVAIL=4.0, RUNNING=4.5, FINISHED=6.0),
+        task("TrainController.run", PENDING_ARGS_AVAIL=4.0, RUNNING=6.0, FINISHED=11.5),
+        task("RayTrainWorker.run_train_fn", RUNNING=8.0, FINISHED=9.0),
+        task("trial.train", RUNNING=12.1, FINISHED=13.0),
+        task("trial.train", RUNNING=13.1, FINISHED=18.0),
+        task("TrainController.__init__", PENDING_ARGS_AVAIL=13.5, RUNNING=14.0, FINISHED=15.0),
+        task("TrainController.run", PENDING_ARGS_AVAIL=13.5, RUNNING=15.0, FINISHED=19.0),
+        task("RayTrainWorker.run_train_fn", RUNNING=16.5, FINISHED=17.0),
+        task("trial.train", RUNNING=18.1, FINISHED=19.5),
+    ]
+    first, second = split_trials(tasks)
+    assert first == pytest.approx({"actor": 1.0, "trial fn": 2.0, "controller": 2.0, "workers": 2.0,
+                                   "train loop": 3.5, "finish": 0.5})
+    assert second == pytest.approx({"actor": 0.0, "trial fn": 0.4, "controller": 1.5, "workers": 1.5,
+                                    "train loop": 2.5, "finish": 0.5})
+
+
+def test_cpu_by_process_reads_proc_and_counts_what_each_process_used(tmp_path: Path) -> None:
+    cpu = load_benchmark("cpu_by_process.py")
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def proc(pid: int, name: str, utime: int, stime: int, cmd: bytes) -> None:
+        d = tmp_path / str(pid)
+        d.mkdir(exist_ok=True)
+        # /proc/PID/stat: "pid (comm) state" then fields; utime and stime are the 14th and 15th in all
+        rest = ["S"] + ["0"] * 10 + [str(utime), str(stime)] + ["0"] * 5
+        (d / "stat").write_text(f"{pid} ({name}) " + " ".join(rest) + "\n")
+        (d / "cmdline").write_bytes(cmd)
+
+    proc(10, "python", 100, 50, b"python\0train.py\0")
+    proc(11, "ray worker (x)", 5, 5, b"")
+    (tmp_path / "self").mkdir()
+    before = cpu.snapshot(tmp_path)
+    assert before == {10: (150 / tick, "python train.py"), 11: (10 / tick, "ray worker (x)")}
+    proc(10, "python", 300, 60, b"python\0train.py\0")
+    proc(12, "raylet", 3, 1, b"raylet\0")  # started in between
+    rows = cpu.used(before, cpu.snapshot(tmp_path))
+    assert rows == [(pytest.approx(210 / tick), 10, "python train.py"), (pytest.approx(4 / tick), 12, "raylet")]

@@ -125,8 +125,6 @@ def report_config_error(message: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-HEALTH_CHECK_INTERVAL_S = "0.5"
-
 # Paths under the repository that Ray must not upload with the working directory.
 RUNTIME_EXCLUDES = [".venv/", ".git/", "mlruns/", "mlartifacts/", "mlflow.db", "ray_results/", "reports/", "outputs/",
                     "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]
@@ -141,5 +139,5 @@ def runtime_env(root: str) -> dict[str, Any]:
                      "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                      # Ray Train's controller polls its workers this often (default 2 s): a finished train loop
                      # waited 1-2 s for the next poll before its trial could end (docs/benchmarks.md).
-                     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": HEALTH_CHECK_INTERVAL_S},
+                     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"},
     }

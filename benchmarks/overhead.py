@@ -166,13 +166,17 @@ def child_bare(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from trainables import load_method
+    from trainables.blocks import evaluation, finish
     from trainables.blocks.training import Stepper
 
     module = load_method(spec["method"])
     marks.mark("imports_end")
-    for name, label in (("load_splits", "data"), ("load_base_model", "model_load"), ("evaluate", "evaluate"),
-                        ("write_artifacts", "artifacts"), ("deployed_size_bytes", "size")):
-        marks.wrap(module, name, label)
+    # The method's own namespace, and the shared blocks it calls: the final evaluation and the artifacts are
+    # written by trainables.blocks.finish, the evaluations during training by blocks.evaluation's validator.
+    for namespace in (module, finish, evaluation):
+        for name, label in (("load_splits", "data"), ("load_base_model", "model_load"), ("evaluate", "evaluate"),
+                            ("write_artifacts", "artifacts"), ("deployed_size_bytes", "size")):
+            marks.wrap(namespace, name, label)
     steps_at: list[float] = []
 
     class TimedStepper(Stepper):

@@ -64,6 +64,7 @@ from vs_hf_trainer import project_order, steady_rate  # noqa: E402
 
 RESULT_PREFIX = "RESULT "
 CHILD_PREFIX = "BENCH_CHILD "
+PROGRESS_PREFIX = "BENCH_PROGRESS "
 SIDES = ("standard", "platform")
 TINY_STEPS, TINY_EVERY = 4, 2
 EVALS_PER_RUN = 8
@@ -78,6 +79,11 @@ def natural_voice_utterances(source: str, max_items: int | None) -> list[dict] |
     from trainables.blocks.data import load_natural
 
     return load_natural(source, "test", max_items)
+
+
+def progress(side: str, step: int, total: int, val_wer: float, seconds: float) -> None:
+    """A child's line for the parent to echo: a side trains for minutes, and each validation pass is news."""
+    print(f"{PROGRESS_PREFIX}{side}: step {step}/{total}, val WER {val_wer:.4f} ({seconds:.0f} s)", flush=True)
 
 
 def timeline(train_start: float, step_ends: list[float], evals: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -213,6 +219,7 @@ def child_standard(spec: dict[str, Any], work: Path) -> dict[str, Any]:
             start = time.perf_counter() - t0
             out = super().evaluate(*a, **kw)
             evals.append({"start": start, "end": time.perf_counter() - t0, "wer": float(out["eval_wer"])})
+            progress("standard", self.state.global_step, o.max_steps, evals[-1]["wer"], evals[-1]["end"])
             return out
 
     mixed = autocast_mode(o, dev)
@@ -273,6 +280,7 @@ def child_platform(spec: dict[str, Any]) -> dict[str, Any]:
     step_ends: list[float] = []
     calls: list[dict[str, Any]] = []
     original = evaluation.evaluate
+    training = False
 
     class TimedStepper(Stepper):
         def step(self, *a: Any, **kw: Any) -> dict[str, float]:
@@ -285,6 +293,8 @@ def child_platform(spec: dict[str, Any]) -> dict[str, Any]:
         out = original(task, model, utts, *a, **kw)
         calls.append({"start": start, "end": time.perf_counter() - t0, "wer": float(out["wer"]),
                       "cer": float(out["cer"]), "ids": [u["id"] for u in utts]})
+        if training:  # the validation passes between steps; finish's evaluations come after
+            progress("platform", len(step_ends), spec["config"]["optim"]["max_steps"], calls[-1]["wer"], calls[-1]["end"])
         return out
 
     if not replace_everywhere("evaluate", original, timed_evaluate) or not replace_everywhere("Stepper", Stepper, TimedStepper):
@@ -293,7 +303,9 @@ def child_platform(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = module.parse_config(spec["config"])
     s = module.setup(cfg)
     train_start = time.perf_counter() - t0
+    training = True
     history, stepper = module.train(s)
+    training = False
     metrics, out = module.finish(s, history, stepper)
     if out is not None:
         shutil.rmtree(out, ignore_errors=True)
@@ -338,11 +350,22 @@ def precision_label(p: Any) -> str:
 def run_child(side: str, spec_file: Path, work: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     t0 = time.time()
-    out = subprocess.run([sys.executable, __file__, "--child", side, "--spec-file", str(spec_file), "--work", str(work)],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
-    line = next((x for x in reversed(out.stdout.splitlines()) if x.startswith(CHILD_PREFIX)), None)
-    if out.returncode != 0 or line is None:
-        raise SystemExit(f"{side} failed (exit {out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    stderr_path = work / f"{side}.stderr"
+    lines: list[str] = []
+    # The child's stdout is read line by line so that its progress lines show as they come; its stderr (the
+    # libraries' logs) goes to a file, read back only if the child fails.
+    with stderr_path.open("w") as err, subprocess.Popen(
+            [sys.executable, __file__, "--child", side, "--spec-file", str(spec_file), "--work", str(work)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+        assert proc.stdout is not None
+        for text in proc.stdout:
+            lines.append(text.rstrip("\n"))
+            if text.startswith(PROGRESS_PREFIX):
+                print(f"[{time.strftime('%H:%M:%S')}]   {text[len(PROGRESS_PREFIX):].rstrip()}", flush=True)
+    line = next((x for x in reversed(lines) if x.startswith(CHILD_PREFIX)), None)
+    if proc.returncode != 0 or line is None:
+        stdout = "\n".join(x for x in lines if not x.startswith(PROGRESS_PREFIX))
+        raise SystemExit(f"{side} failed (exit {proc.returncode}):\n{stdout[-3000:]}\n{stderr_path.read_text()[-3000:]}")
     return {"process_wall_s": time.time() - t0, **json.loads(line[len(CHILD_PREFIX):])}
 
 

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -333,9 +334,10 @@ def sweep_command(spec: dict[str, Any], path: Path, work: Path, progress_s: floa
     return cmd, env, uri
 
 
-def run_console(cmd: list[str], env: dict[str, str], stderr_path: Path) -> tuple[list[tuple[float, str]], int, float, float]:
-    """Run `cmd` from the repository root: its stdout lines, each with the time it arrived; its exit status; the
-    times it started and ended. Its stderr goes to `stderr_path`."""
+def run_console(cmd: list[str], env: dict[str, str], stderr_path: Path, echo: Callable[[str], None] | None = None,
+                ) -> tuple[list[tuple[float, str]], int, float, float]:
+    """Run `cmd` from the repository root: its stdout lines, each with the time it arrived (and passed to `echo`
+    as it comes); its exit status; the times it started and ended. Its stderr goes to `stderr_path`."""
     lines: list[tuple[float, str]] = []
     with open(stderr_path, "w") as stderr:
         t0 = time.time()
@@ -343,6 +345,8 @@ def run_console(cmd: list[str], env: dict[str, str], stderr_path: Path) -> tuple
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append((time.time(), line.rstrip("\n")))
+            if echo is not None:
+                echo(lines[-1][1])
         rc = proc.wait()
         t1 = time.time()
     return lines, rc, t0, t1

@@ -50,7 +50,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import ROOT, trial_spec  # noqa: E402 - the sibling benchmarks' helpers
+from overhead import ROOT, run_console, trial_spec  # noqa: E402 - the sibling benchmarks' helpers
 from vs_hf_trainer import project_order, steady_rate  # noqa: E402
 
 RESULT_PREFIX = "RESULT "
@@ -351,21 +350,18 @@ def run_child(side: str, spec_file: Path, work: Path) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     t0 = time.time()
     stderr_path = work / f"{side}.stderr"
-    lines: list[str] = []
-    # The child's stdout is read line by line so that its progress lines show as they come; its stderr (the
-    # libraries' logs) goes to a file, read back only if the child fails.
-    with stderr_path.open("w") as err, subprocess.Popen(
-            [sys.executable, __file__, "--child", side, "--spec-file", str(spec_file), "--work", str(work)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
-        assert proc.stdout is not None
-        for text in proc.stdout:
-            lines.append(text.rstrip("\n"))
-            if text.startswith(PROGRESS_PREFIX):
-                print(f"[{time.strftime('%H:%M:%S')}]   {text[len(PROGRESS_PREFIX):].rstrip()}", flush=True)
+
+    def echo(text: str) -> None:  # a side trains for minutes: its validation passes show as they come
+        if text.startswith(PROGRESS_PREFIX):
+            print(f"[{time.strftime('%H:%M:%S')}]   {text[len(PROGRESS_PREFIX):]}", flush=True)
+
+    timed, rc, _, _ = run_console([sys.executable, __file__, "--child", side, "--spec-file", str(spec_file),
+                                   "--work", str(work)], env, stderr_path, echo)
+    lines = [text for _, text in timed]
     line = next((x for x in reversed(lines) if x.startswith(CHILD_PREFIX)), None)
-    if proc.returncode != 0 or line is None:
+    if rc != 0 or line is None:
         stdout = "\n".join(x for x in lines if not x.startswith(PROGRESS_PREFIX))
-        raise SystemExit(f"{side} failed (exit {proc.returncode}):\n{stdout[-3000:]}\n{stderr_path.read_text()[-3000:]}")
+        raise SystemExit(f"{side} failed (exit {rc}):\n{stdout[-3000:]}\n{stderr_path.read_text()[-3000:]}")
     return {"process_wall_s": time.time() - t0, **json.loads(line[len(CHILD_PREFIX):])}
 
 

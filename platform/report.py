@@ -81,18 +81,29 @@ def sections(c: Any, record: SweepRecord, rows: list[dict[str, Any]], out_dir: P
     return out
 
 
+EVALUATION_SETS = (("test", "hypotheses.jsonl", ""), ("natural-voice test", "hypotheses_natural.jsonl", "_natural"))
+"""(name in words, the trials' hypotheses artifact, plot file suffix) of the sets an ablation compares levels on:
+the espeak test split, then the natural-voice test set where the trials were scored on one."""
+
+
 def ablation_section(c: Any, record: SweepRecord, rows: list[dict[str, Any]], out_dir: Path) -> str:
-    """Read the finished trials' hypotheses and rank heatmaps, compare the levels, draw and word the result."""
+    """Read the finished trials' hypotheses and rank heatmaps, compare the levels on each evaluation set that
+    has hypotheses, draw and word the result."""
     factor, baseline_level = record.ablation["factor"], record.ablation["baseline"]
     levels = report_analysis.ablation_levels(rows, factor)
+    parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        hypotheses = {r["run_id"]: report_data.hypotheses(c, r["run_id"], Path(tmp) / str(i))
-                      for i, r in enumerate(levels.finished)}
         heatmaps = rank_heatmaps(c, levels, Path(tmp), out_dir)
-    result = report_analysis.ablation(levels, baseline_level, hypotheses)
-    png = out_dir / f"ablation_{factor.replace('.', '_')}.png"
-    drawn = report_plots.ablation_levels(result, png, record.name)
-    return report_render.ablation_section(result, heatmaps, png.name if drawn else None)
+        for set_name, artifact, suffix in EVALUATION_SETS:
+            hypotheses = {r["run_id"]: report_data.hypotheses(c, r["run_id"], Path(tmp) / f"{suffix}{i}", artifact)
+                          for i, r in enumerate(levels.finished)}
+            if suffix and not any(hypotheses.values()):
+                continue  # no natural-voice set for this data (a hub or user data set)
+            result = report_analysis.ablation(levels, baseline_level, hypotheses, set_name)
+            png = out_dir / f"ablation_{factor.replace('.', '_')}{suffix}.png"
+            drawn = report_plots.ablation_levels(result, png, record.name)
+            parts.append(report_render.ablation_section(result, [] if suffix else heatmaps, png.name if drawn else None))
+    return "\n\n".join(parts)
 
 
 def rank_heatmaps(c: Any, levels: report_analysis.Levels, tmp: Path, out_dir: Path) -> list[str]:

@@ -85,6 +85,8 @@ class Ablation:
     levels: list[LevelResult]
     comparisons: list[Comparison] | None = field(default=None)
     """Each other level against the baseline level; None when the baseline level has no hypotheses."""
+    evaluation_set: str = "test"
+    """Which utterances the hypotheses are of, in words: "test" (the espeak test split) or "natural-voice test"."""
 
     @property
     def few_seeds(self) -> bool:
@@ -97,10 +99,11 @@ class Ablation:
         return any(r.get("lora_rank_gini") is not None for lv in self.levels for r in lv.members)
 
 
-def ablation(levels: Levels, baseline_level: Any, hypotheses: dict[str, list[dict[str, Any]] | None]) -> Ablation:
+def ablation(levels: Levels, baseline_level: Any, hypotheses: dict[str, list[dict[str, Any]] | None],
+             evaluation_set: str = "test") -> Ablation:
     """Per level: WER and CER with hierarchical-bootstrap intervals (seeds, then utterances); each level against
     the baseline: paired bootstrap, the difference with seed variation, and the minimum detectable effect.
-    `hypotheses`: run id -> that trial's per-utterance rows (trials without any are left out)."""
+    `hypotheses`: run id -> that trial's per-utterance rows on `evaluation_set` (trials without any are left out)."""
     per_level: dict[str, list[list[dict[str, Any]]]] = {}
     for r in levels.finished:
         if hypotheses.get(r["run_id"]):
@@ -115,7 +118,7 @@ def ablation(levels: Levels, baseline_level: Any, hypotheses: dict[str, list[dic
             if t["chars"].sum() > 0:
                 result.cer = stats.hierarchical_bootstrap(t["cer"], t["chars"])
         results.append(result)
-    out = Ablation(levels.factor, baseline_level, n_utt, results)
+    out = Ablation(levels.factor, baseline_level, n_utt, results, evaluation_set=evaluation_set)
     base_key = level_key(baseline_level)
     if base_key in per_level:
         out.comparisons = _comparisons(levels.order, base_key, per_level, tables)

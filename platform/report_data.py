@@ -79,11 +79,12 @@ def _sort_key(value: Any) -> tuple[int, float, str]:
     return (1, 0.0, json.dumps(value))
 
 
-def hypotheses(c: Any, run_id: str, tmp: Path) -> list[dict[str, Any]] | None:
-    """A trial's per-utterance hypotheses (`hypotheses.jsonl`: id, reference, hypothesis, errors, ref_words),
-    or None when it has none."""
+def hypotheses(c: Any, run_id: str, tmp: Path, name: str = "hypotheses.jsonl") -> list[dict[str, Any]] | None:
+    """A trial's per-utterance hypotheses (artifact `name`, rows of id, reference, hypothesis, errors, ref_words:
+    `hypotheses.jsonl` for the test split, `hypotheses_natural.jsonl` for the natural-voice test set), or None
+    when it has none."""
     try:
-        path = c.download_artifacts(run_id, "hypotheses.jsonl", str(tmp))
+        path = c.download_artifacts(run_id, name, str(tmp))
     except Exception:  # noqa: BLE001 - a trial without hypotheses is left out of the paired statistics
         return None
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -99,7 +99,7 @@ def ablation_levels(result: Ablation, path: Path, name: str) -> bool:
     ax.set_ylim(bottom=0)
     ax.set_ylabel("WER (mean over seeds, 95% bootstrap CI)")
     hatched = "\nhatched: interval over utterances only (< 3 seeds)" if any(not lv.wer.over_seeds for lv in points) else ""
-    ax.set_title(f"{name}: WER by {result.factor} (orange: baseline){hatched}", fontsize=9)
+    ax.set_title(f"{name}: {result.evaluation_set} WER by {result.factor} (orange: baseline){hatched}", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

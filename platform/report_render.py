@@ -149,8 +149,10 @@ def _level_row(lv: LevelResult, ranked: bool) -> str:
 def ablation_section(result: Ablation, heatmaps: list[str], plot: str | None) -> str:
     """Per level: WER and CER intervals, the seeds' spread, ranks and costs; then each level against the
     baseline level; the rank heatmaps and the levels' plot (file names in the report's folder) where drawn."""
-    lines = [f"## Ablation of `{result.factor}` (baseline level: `{result.baseline_level}`)", "",
-             f"Per level: the mean over seeds of the corpus WER and CER on the {result.n_utterances} test utterances "
+    on = "" if result.evaluation_set == "test" else f" on the {result.evaluation_set} set"
+    lines = [f"## Ablation of `{result.factor}`{on} (baseline level: `{result.baseline_level}`)", "",
+             f"Per level: the mean over seeds of the corpus WER and CER on the {result.n_utterances} "
+             f"{result.evaluation_set} utterances "
              f"every trial decoded, with a 95% interval from a hierarchical bootstrap (seeds drawn with replacement, "
              f"then utterances, 2,000 resamples), which stays within the metric's range (never below 0). "
              f"Finished trials only; costs are the mean over seeds (min–max)."]

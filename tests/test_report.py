@@ -12,18 +12,18 @@ from platform.report import sweep_report
 
 
 def _child(c: MlflowClient, exp: str, parent: str, name: str, searched: dict, metrics: dict, tmp: Path,
-           hyps: list[dict] | None = None, status: str = "FINISHED", early: bool = False) -> None:
+           hyps: list[dict] | None = None, status: str = "FINISHED", early: bool = False,
+           natural: list[dict] | None = None) -> None:
     run = c.create_run(exp, run_name=name, tags={"mlflow.parentRunId": parent, "searched": json.dumps(searched),
                                                    **({"stopped_early": "true", "stopped_at_step": "20"} if early else {})})
     for k, v in metrics.items():
         c.log_metric(run.info.run_id, k, v)
-    if hyps is not None:
-        path = tmp / f"{name}.jsonl"
-        path.write_text("\n".join(json.dumps(h) for h in hyps))
-        c.log_artifact(run.info.run_id, str(path))
-        src = c.download_artifacts(run.info.run_id, path.name, str(tmp / f"dl-{name}"))
-        Path(src).rename(Path(src).with_name("hypotheses.jsonl"))
-        c.log_artifact(run.info.run_id, str(Path(src).with_name("hypotheses.jsonl")))
+    for artifact, rows in (("hypotheses.jsonl", hyps), ("hypotheses_natural.jsonl", natural)):
+        if rows is not None:  # under the name a trial gives it, from a folder of this run's own
+            folder = tmp / f"art-{name}"
+            folder.mkdir(exist_ok=True)
+            (folder / artifact).write_text("\n".join(json.dumps(h) for h in rows))
+            c.log_artifact(run.info.run_id, str(folder / artifact))
     c.set_terminated(run.info.run_id, status)
 
 
@@ -79,6 +79,33 @@ def test_ablation_report_gives_ci_and_p_value(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "ablation_base.png").exists()
     logged = {a.path for a in c.list_artifacts(parent, "report")}
     assert "report/report.md" in logged and "report/ablation_base.png" in logged
+
+
+def test_ablation_compares_levels_on_the_natural_voice_set_too_where_trials_were_scored_on_one(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment("nat")
+    parent = c.create_run(exp, run_name="nat", tags={
+        "sweep": "nat", "searched_keys": json.dumps(["mode"]), "searcher_type": "grid",
+        "ablation": json.dumps({"factor": "mode", "baseline": "none", "repeats": 2, "seed_key": "seed"}),
+        "objectives": json.dumps([["val_wer"], ["min"]])}).info.run_id
+    rng = random.Random(1)
+    # "tts" is far better than "none" on the (espeak) test set and far worse on the natural voice.
+    for level, test_rate, natural_rate in (("none", 0.30, 0.10), ("tts", 0.05, 0.40)):
+        for seed in range(2):
+            hyps, natural = _hyps(rng, test_rate), _hyps(rng, natural_rate, n=60)
+            _child(c, exp, parent, f"{level}-{seed}", {"mode": level, "seed": seed}, {"val_wer": test_rate}, tmp_path,
+                   hyps, natural=natural)
+    text = sweep_report(uri, parent, tmp_path / "out")
+    test_part, natural_part = text.split("## Ablation of `mode` on the natural-voice test set")
+    assert "## Ablation of `mode` (baseline level: `none`)" in test_part and "150 test utterances" in test_part
+    assert "60 natural-voice test utterances" in natural_part
+
+    def reading(part: str) -> str:
+        return next(line for line in part.splitlines() if line.startswith("| tts |") and "by" in line).split("|")[-2]
+
+    assert reading(test_part).strip().startswith("better by") and reading(natural_part).strip().startswith("worse by")
+    assert (tmp_path / "out" / "ablation_mode.png").exists() and (tmp_path / "out" / "ablation_mode_natural.png").exists()
 
 
 def test_pareto_report_excludes_early_stopped_trials(tmp_path: Path) -> None:

@@ -90,7 +90,7 @@ def test_load_natural_gives_english_utterances_or_none() -> None:
 def test_a_set_longer_than_the_trial_window_is_scored_at_a_window_that_holds_it(tiny_whisper_dir: Path) -> None:
     from transformers import WhisperForConditionalGeneration
 
-    from trainables.blocks.evaluation import window_fitting
+    from trainables.blocks.evaluation import NATURAL_WINDOW_S, window_fitting
     from trainables.blocks.tasks import WhisperSeq2Seq
 
     model = WhisperForConditionalGeneration.from_pretrained(str(tiny_whisper_dir), dtype=torch.float32)
@@ -101,8 +101,14 @@ def test_a_set_longer_than_the_trial_window_is_scored_at_a_window_that_holds_it(
         assert task.window_s == 3.5 and model.get_encoder().embed_positions.num_embeddings == 175
         assert len(task.transcribe(model, long, torch.device("cpu"), torch.float32)) == 1
     assert task.window_s == 2.0 and model.get_encoder().embed_positions.num_embeddings == 100
-    with window_fitting(task, model, [{**long[0], "audio": long[0]["audio"][: SAMPLE_RATE]}]):
+    short = [{**long[0], "audio": long[0]["audio"][: SAMPLE_RATE]}]
+    with window_fitting(task, model, short):
         assert task.window_s == 2.0  # a set that fits is decoded as the trial was
+    with window_fitting(task, model, short, least_s=NATURAL_WINDOW_S):  # unless it asks for a longer window
+        assert task.window_s == NATURAL_WINDOW_S and model.get_encoder().embed_positions.num_embeddings == 500
+    with window_fitting(task, model, long, least_s=3.0):  # the longest clip still decides when it is longer
+        assert task.window_s == 3.5
+    assert task.window_s == 2.0
 
 
 def test_a_sweep_prepares_the_natural_voice_sets_its_trials_are_scored_on(monkeypatch: pytest.MonkeyPatch,

@@ -23,7 +23,7 @@ from trainables.blocks import progress
 from trainables.blocks.config import redact, to_dict
 from trainables.blocks.data import load_natural
 from trainables.blocks.distributed import all_gather_objects, in_ray_train, reduce_max, world
-from trainables.blocks.evaluation import Evaluation, evaluate, window_fitting
+from trainables.blocks.evaluation import NATURAL_WINDOW_S, Evaluation, evaluate, window_fitting
 from trainables.blocks.languages import per_language
 from trainables.blocks.metrics import MB, peak_host_mem_mb, peak_vram_mb
 from trainables.blocks.tasks import Transcriber
@@ -82,18 +82,19 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     folder on rank 0, else None)."""
     o = outcome
 
-    def score(utts: list[dict]) -> Evaluation:
-        with window_fitting(o.task, o.model, utts):
+    def score(utts: list[dict], least_s: float = 0.0) -> Evaluation:
+        with window_fitting(o.task, o.model, utts, least_s):
             return evaluate(o.task, o.model, utts, o.batch_size, o.dev, o.dtype)
 
     val = score(o.val)
     test = score(o.test)
     others = {name: score(utts) for name, utts in o.also.items()}
     if o.natural is not None:
-        others["natural"] = score(o.natural)
+        others["natural"] = score(o.natural, NATURAL_WINDOW_S)
     data = getattr(cfg, "data", None)
     for corpus in getattr(data, "natural_also", None) or []:  # other domains' natural voice: what it forgot
-        others[f"natural_{CORPORA[corpus].domain}"] = score(load_natural(corpus, "test", data.max_eval_items) or [])
+        others[f"natural_{CORPORA[corpus].domain}"] = score(load_natural(corpus, "test", data.max_eval_items) or [],
+                                                            NATURAL_WINDOW_S)
     nan = float("nan")
     metrics: dict[str, float] = {
         "step": float(history[-1]["step"]) if history else 0.0,

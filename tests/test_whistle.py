@@ -110,8 +110,14 @@ def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encod
     tle_before = {n: p.detach().clone() for n, p in s.tle.state_dict().items()}
     encoder_calls = []
     s.model.get_base_model().model.encoder.register_forward_hook(lambda *a: encoder_calls.append(1))
+    labelled: list[str] = []
+    real_labels = whistle.whisper_labels
+    monkeypatch.setattr(whistle, "whisper_labels", lambda tok, texts, *a: labelled.extend(texts) or real_labels(tok, texts, *a))
     history, stepper = whistle.train(s)
     assert len(history) == 2 and not encoder_calls  # phase 2 never runs the encoder
+    # The decoder learns to stop after a sentence written as Whisper writes it (capital, full stop)
+    assert labelled and set(labelled) <= {whistle.as_whisper_writes(t) for t in s.target_texts}
+    assert all(t[0].isupper() and t.endswith(".") for t in labelled)
     changed = {n for n, p in s.model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n and ".decoder." in n for n in changed), changed
     assert all(torch.equal(v, tle_before[n]) for n, v in s.tle.state_dict().items())
@@ -128,6 +134,12 @@ def test_phase_two_changes_only_the_decoder_adapter_and_evaluates_with_the_encod
     assert len((out / "hypotheses.jsonl").read_text().splitlines()) == 2
     curves = json.loads((out / "history.json").read_text())
     assert {"tle_mse", "tle_kl", "tle_beta"} <= set().union(*curves) and "loss" in set().union(*curves)
+
+
+@pytest.mark.parametrize(("text", "written"), [("the dose was given", "The dose was given."),
+                                               ("Was it given?", "Was it given?"), ("  ", "")])
+def test_target_text_is_written_as_whisper_writes_a_sentence(text: str, written: str) -> None:
+    assert whistle.as_whisper_writes(text) == written
 
 
 @pytest.mark.slow  # trains tiny models for tens of steps: out of the everyday tier

@@ -322,3 +322,16 @@ def test_cpu_by_process_reads_proc_and_counts_what_each_process_used(tmp_path: P
     proc(12, "raylet", 3, 1, b"raylet\0")  # started in between
     rows = cpu.used(before, cpu.snapshot(tmp_path))
     assert rows == [(pytest.approx(210 / tick), 10, "python train.py"), (pytest.approx(4 / tick), 12, "raylet")]
+
+
+def test_encoder_window_natural_prints_wer_and_repeats_per_window(tiny_whisper_dir: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "encoder_window.py"), "--natural", "espeak-smoke",
+                          "--windows", "2,3.5", "--eval-items", "2", "--model", str(tiny_whisper_dir)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = re.findall(r"window\s+([\d.]+) s: WER " + NUMBER + r", (\d+) of (\d+) hypotheses repeat", out.stdout)
+    assert [float(w) for w, *_ in rows] == [2.0, 3.5], out.stdout
+    assert all(float(wer) >= 0 and 0 <= int(rep) <= int(n) == 2 for _, wer, rep, n in rows)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "encoder_window.py"), "--natural", "espeak-smoke",
+                          "--windows", "40"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == ["--windows: each must be in (0, 30] seconds, got '40'"]

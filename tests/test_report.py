@@ -27,6 +27,19 @@ def _child(c: MlflowClient, exp: str, parent: str, name: str, searched: dict, me
     c.set_terminated(run.info.run_id, status)
 
 
+def _ablation_sweep(tmp: Path, name: str, factor: str, baseline: str, repeats: int,
+                    metric: str) -> tuple[str, MlflowClient, str, str]:
+    """(tracking URI, client, experiment id, parent run id) of an ablation sweep's parent run, as the sweep tags it."""
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    c = MlflowClient(uri)
+    exp = c.create_experiment(name)
+    parent = c.create_run(exp, run_name=name, tags={
+        "sweep": name, "searched_keys": json.dumps([factor]), "searcher_type": "grid",
+        "ablation": json.dumps({"factor": factor, "baseline": baseline, "repeats": repeats, "seed_key": "seed"}),
+        "objectives": json.dumps([[metric], ["min"]])}).info.run_id
+    return uri, c, exp, parent
+
+
 def _hyps(rng: random.Random, error_rate: float, n: int = 150) -> list[dict]:
     rows = []
     for i in range(n):
@@ -37,13 +50,7 @@ def _hyps(rng: random.Random, error_rate: float, n: int = 150) -> list[dict]:
 
 
 def test_ablation_report_gives_ci_and_p_value(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = MlflowClient(uri)
-    exp = c.create_experiment("abl")
-    parent = c.create_run(exp, run_name="abl", tags={
-        "sweep": "abl", "searched_keys": json.dumps(["base"]), "searcher_type": "grid",
-        "ablation": json.dumps({"factor": "base", "baseline": "lora16", "repeats": 3, "seed_key": "seed"}),
-        "objectives": json.dumps([["wer"], ["min"]])}).info.run_id
+    uri, c, exp, parent = _ablation_sweep(tmp_path, "abl", "base", "lora16", 3, "wer")
     rng = random.Random(0)
     for level, rate, seeds in (("lora16", 0.05, 3), ("nf4", 0.055, 3), ("broken", 0.30, 2)):
         for seed in range(seeds):
@@ -82,13 +89,7 @@ def test_ablation_report_gives_ci_and_p_value(tmp_path: Path) -> None:
 
 
 def test_ablation_compares_levels_on_the_natural_voice_set_too_where_trials_were_scored_on_one(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = MlflowClient(uri)
-    exp = c.create_experiment("nat")
-    parent = c.create_run(exp, run_name="nat", tags={
-        "sweep": "nat", "searched_keys": json.dumps(["mode"]), "searcher_type": "grid",
-        "ablation": json.dumps({"factor": "mode", "baseline": "none", "repeats": 2, "seed_key": "seed"}),
-        "objectives": json.dumps([["val_wer"], ["min"]])}).info.run_id
+    uri, c, exp, parent = _ablation_sweep(tmp_path, "nat", "mode", "none", 2, "val_wer")
     rng = random.Random(1)
     # "tts" is far better than "none" on the (espeak) test set and far worse on the natural voice.
     for level, test_rate, natural_rate in (("none", 0.30, 0.10), ("tts", 0.05, 0.40)):

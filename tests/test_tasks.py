@@ -55,3 +55,20 @@ def test_whisper_loss_and_decoding_run_on_a_tiny_model(tiny_whisper_dir: Path) -
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.requires_grad
     texts = task.transcribe(model.eval(), utts, CPU, torch.float32)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_a_window_widened_from_a_wider_models_table_gets_sinusoids_of_its_own_width() -> None:
+    """A dq_whisper student narrower than its teacher decodes a natural-voice set at a longer window: its new
+    positions are Whisper's sinusoids at the student's width, its own rows kept."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder, sinusoids
+
+    from trainables.blocks.models import set_whisper_window
+
+    config = WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=2, max_source_positions=100)
+    encoder = WhisperEncoder(config)
+    own = encoder.embed_positions.weight.detach().clone()
+    set_whisper_window(encoder, config, 250, sinusoids(1500, 64))
+    widened = encoder.embed_positions.weight.detach()
+    assert widened.shape == (250, 32) and config.max_source_positions == 250
+    assert torch.equal(widened[:100], own) and torch.allclose(widened[100:], sinusoids(250, 32)[100:])

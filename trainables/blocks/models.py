@@ -291,6 +291,12 @@ def set_whisper_window(encoder: torch.nn.Module, config: Any, n_positions: int, 
         return
     if n_positions > table.shape[0]:
         raise ConfigError(f"encoder window: {n_positions} positions is more than the model's {table.shape[0]}")
+    if table.shape[1] != old.embedding_dim:
+        # A model narrower than the checkpoint whose table was read (a dq_whisper student distilled from a wider
+        # teacher): Whisper's encoder positions are fixed sinusoids, so its own table is that formula at its width.
+        from transformers.models.whisper.modeling_whisper import sinusoids
+
+        table = sinusoids(table.shape[0], old.embedding_dim)
     new = torch.nn.Embedding(n_positions, old.embedding_dim, dtype=old.weight.dtype, device=old.weight.device)
     new.weight.data.copy_(table[:n_positions].to(old.weight.dtype))
     kept = min(n_positions, old.num_embeddings)

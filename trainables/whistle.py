@@ -543,6 +543,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
     stepper = Stepper(cfg.optim, [p for p in s.model.parameters() if p.requires_grad], s.dev, s.model)
     tokenizer = s.task.tokenizer
     start_id = s.model.config.decoder_start_token_id
+    target_labels = [as_whisper_writes(t) for t in s.target_texts]  # the labels only: the TLE reads the text as given
     target_batches = epoch_batches([len(t) for t in s.target_texts], cfg.optim.batch_size, cfg.seed, 0, 1)
     source_batches = epoch_batches([len(u["text"]) for u in s.splits.train], cfg.optim.batch_size, cfg.seed, 0, 1)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -570,7 +571,7 @@ def train(s: Setup) -> tuple[list[dict[str, float]], Stepper | None]:
         else:
             idx = next(target_batches)
             states = stand_in([s.target_texts[i] for i in idx], idx)
-            texts = [as_whisper_writes(s.target_texts[i]) for i in idx]  # the labels only: the TLE reads the text as given
+            texts = [target_labels[i] for i in idx]
         labels = whisper_labels(tokenizer, texts, start_id, cfg.eval.max_new_tokens).to(s.dev)
         loss = s.model(encoder_outputs=(states,), labels=labels).loss
         return loss, {"source_loss" if on_source else "target_loss": float(loss.detach())}

@@ -210,6 +210,8 @@ class PresetSpec:
     """Replaces failure (e.g. more restarts on spot GPUs)."""
     searcher: SearcherSpec | None = None
     """Replaces the searcher (e.g. a third objective, peak_vram_mb, where GPU memory is measured)."""
+    ablation: AblationSpec | None = None
+    """Replaces the ablation (e.g. fewer seeds where a trial takes a quarter of an hour on a laptop)."""
 
 
 @dataclass
@@ -260,6 +262,9 @@ class SweepSpec:
                 require(preset.num_samples >= 1, f"presets.{name}.num_samples", "must be at least 1")
             if preset.max_concurrent_trials is not None:
                 require(preset.max_concurrent_trials >= 1, f"presets.{name}.max_concurrent_trials", "must be at least 1")
+            if preset.ablation is not None:
+                require((preset.searcher or self.searcher).type == "grid", f"presets.{name}.searcher.type",
+                        "an ablation runs a grid; set searcher.type: grid")
 
 
 @dataclass
@@ -408,7 +413,7 @@ class _Resolution:
             space=chosen.space if chosen.space is not None else spec.space, searcher=chosen.searcher or spec.searcher,
             scheduler=spec.scheduler, num_samples=chosen.num_samples or spec.num_samples,
             max_concurrent_trials=chosen.max_concurrent_trials or spec.max_concurrent_trials,
-            resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=spec.ablation,
+            resources=chosen.resources or spec.resources, baseline=spec.baseline, ablation=chosen.ablation or spec.ablation,
             overrides={}, failure=chosen.failure or spec.failure,
         )
         at = f"presets.{preset}.space" if chosen.space is not None else "space"
@@ -437,8 +442,8 @@ def _searches_something(r: _Resolution) -> None:
 
 def _ablation_has_seeds(r: _Resolution) -> None:
     """An ablation's factor is a searched list of levels that holds the baseline; its seeds join the space."""
-    if r.spec.ablation is not None:
-        r.sweep.space = _with_repeats(r.sweep.space, r.spec.ablation, r.at)
+    if r.sweep.ablation is not None:
+        r.sweep.space = _with_repeats(r.sweep.space, r.sweep.ablation, r.at)
 
 
 def _levels_fit_their_fields(r: _Resolution) -> None:
@@ -536,19 +541,24 @@ def _thaw_spec(spec: SweepSpec, config_cls: type) -> None:
                     tp = Any
                 param.values = [thaw(v, tp) for v in param.values]
 
+    def thaw_baseline(ablation: AblationSpec | None, space: dict[str, ParamSpec]) -> None:
+        if ablation is None:
+            return
+        factor = space.get(ablation.factor)
+        try:
+            tp = str if factor is not None and factor.named is not None else field_type(config_cls, ablation.factor)
+        except ConfigError:
+            tp = Any
+        ablation.baseline = thaw(ablation.baseline, tp)
+
     spec.config = thaw(spec.config, config_cls)
     thaw_space(spec.space)
+    thaw_baseline(spec.ablation, spec.space)
     for preset in spec.presets.values():
         preset.config = thaw(preset.config, config_cls)
         if preset.space is not None:
             thaw_space(preset.space)
-    if spec.ablation is not None:
-        factor = spec.space.get(spec.ablation.factor)
-        try:
-            tp = str if factor is not None and factor.named is not None else field_type(config_cls, spec.ablation.factor)
-        except ConfigError:
-            tp = Any
-        spec.ablation.baseline = thaw(spec.ablation.baseline, tp)
+        thaw_baseline(preset.ablation, preset.space if preset.space is not None else spec.space)
 
 
 def is_test_metric(name: str) -> bool:

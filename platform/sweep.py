@@ -129,7 +129,7 @@ def plan_text(sweep: ResolvedSweep, why: str, fresh_baseline: bool = False) -> s
         f" + {sweep.resources.gpus_per_worker:g} GPU",
         f"ray       {cluster_plan_line()}",
         f"baseline  {plan_line(sweep, fresh_baseline) if sweep.baseline else 'none'}",
-        *([f"ablation  {sweep.ablation.factor} against {sweep.ablation.baseline!r}, {sweep.ablation.repeats} seeds per level"]
+        *([f"ablation  {sweep.ablation.factor} against {sweep.ablation.baseline!r}, {sweep.ablation.repeats} seed(s) per level"]
           if sweep.ablation else []),
         "space:",
         *[f"  {k}: {json.dumps({f: v for f, v in vars(p).items() if v not in (None, False) and f != 'named'})}"

@@ -44,6 +44,8 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
     ("unknown-method", BASE.replace("method: qlora", "method: lorax"), ["method:", "'lorax'", "qlora"]),
     ("unknown-top-key", BASE + "num_sample: 4\n", ["num_sample: unknown key", "num_samples"]),
     ("num-samples-zero", BASE + "num_samples: 0\n", ["num_samples:", "at least 1"]),
+    ("preset-ablation-not-grid", BASE + "presets:\n  local:\n    ablation: {factor: lora.r, baseline: 2}\n",
+     ["presets.local.searcher.type:", "grid"]),
     ("num-samples-word", BASE + "num_samples: four\n", ["num_samples:", "integer", "'four'"]),
     ("max-concurrent-negative", BASE + "max_concurrent_trials: -1\n", ["max_concurrent_trials:"]),
     ("mode-misspelt", BASE + "mode: minimise\n", ["mode:", "'minimise'"]),
@@ -448,3 +450,20 @@ def test_a_level_too_short_for_adalora_is_refused_before_any_trial() -> None:
                                                 r"least 3 training steps .*got 2$"):
         spaces.resolve(spaces.find("entropy_allocation"), "local", {"optim.max_steps": 2, "optim.warmup_steps": 0})
     assert spaces.resolve(spaces.find("entropy_allocation"), "local", {"optim.max_steps": 3, "optim.warmup_steps": 0}).num_samples >= 1
+
+
+def test_a_preset_replaces_the_ablation_with_its_own_seeds_and_baseline(tmp_path: Path) -> None:
+    """A laptop preset may run fewer seeds, or other levels, than the file's ablation; the other preset keeps it."""
+    path = tmp_path / "ablation.yaml"
+    path.write_text(BASE.replace(R_PARAM, "lora.r: {type: grid, values: [2, 4]}")
+                    + "searcher: {type: grid}\nablation: {factor: lora.r, baseline: 4, repeats: 3}\n"
+                    + "presets:\n  local:\n    space: {lora.r: {type: grid, values: [2, 8]}}\n"
+                    + "    ablation: {factor: lora.r, baseline: 8, repeats: 1}\n")
+    local, gpu = spaces.resolve(path, "local"), spaces.resolve(path, "gpu")
+    assert local.ablation is not None and (local.ablation.baseline, local.ablation.repeats) == (8, 1)
+    assert local.space["seed"].values == [0] and local.grid_size() == 2
+    assert gpu.ablation is not None and (gpu.ablation.baseline, gpu.ablation.repeats) == (4, 3)
+    assert gpu.space["seed"].values == [0, 1, 2] and gpu.grid_size() == 6
+    path.write_text(path.read_text().replace("baseline: 8", "baseline: 4"))
+    with pytest.raises(spaces.SpaceError, match=r"ablation\.baseline.*4 is not a level of lora\.r \(2, 8\)"):
+        spaces.resolve(path, "local")

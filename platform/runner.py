@@ -373,23 +373,23 @@ def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resour
     """The Tune function trainable: one Ray Train run of `method` with the trial's sampled values.
 
     The trial function itself reserves nothing; the TorchTrainer it starts asks for the workers.
-    Metrics flow back to Tune through TuneReportCallback, so ASHA can stop a trial between reports.
+    Metrics flow back to Tune from the trial function's thread (`platform.train_reports`), so ASHA can stop a
+    trial between reports.
     """
 
     def trial(sampled: dict[str, Any]) -> None:
         from ray import tune
-        from ray.tune.integration.ray_train import TuneReportCallback
 
         from platform.spaces import trial_config
+        from platform.train_reports import fit_reporting
         from trainables.blocks.launch import torch_trainer
 
         config = trial_config(fixed, space, dict(sampled))
         # The Train run's name is the trial's: a trial restarted after the driver was lost (--resume) starts
         # a Train run of the same name, which picks up that run's latest checkpoint.
         name = f"train-{tune.get_context().get_trial_id()}"
-        trainer = torch_trainer(method, config, storage_path=train_storage, name=name,
-                                callbacks=[TuneReportCallback()], **resources)
-        result = trainer.fit()
+        result = fit_reporting(lambda callbacks: torch_trainer(method, config, storage_path=train_storage, name=name,
+                                                               callbacks=callbacks, **resources))
         error = (result.metrics or {}).get(CONFIG_ERROR)
         if error:
             raise ConfigError(error)

@@ -28,7 +28,8 @@ def lines_by_other_keys(rows: list[dict[str, Any]], key: str, metric: str = "wer
 def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, path: Path, title: str,
            baseline_natural: float | None = None) -> bool:
     """WER against one searched parameter (finished trials), with the untuned model's WER as a line; where trials
-    have a natural-voice WER, it too (dashed, square markers), with its own untuned line."""
+    have a natural-voice WER, it too (dashed, square markers), with its own untuned line. False, and no file,
+    where the finished trials hold the parameter at fewer than two values."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +37,7 @@ def wer_vs(rows: list[dict[str, Any]], key: str, baseline_wer: float | None, pat
 
     done = [r for r in rows if r["status"] == "FINISHED" and r["wer"] is not None and key in r["searched"]]
     points = [(r["searched"][key], r["wer"]) for r in done]
-    if not points:
+    if len({str(x) for x, _ in points}) < 2:  # one value (a factor held fixed, or no trial) plots no trend
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _ in points)

@@ -152,6 +152,15 @@ def test_plot_lines_never_join_trials_from_different_grid_rows() -> None:
     assert lines_by_other_keys([r for r in rows if r["searched"]["snr"] == 0], "lam") == {"adapted": [(0.0, 0.0), (1.0, 1.0)]}
 
 
+def test_a_parameter_held_at_one_value_gets_no_plot(tmp_path: Path) -> None:
+    from platform.report_plots import wer_vs
+
+    rows = [{"status": "FINISHED", "wer": w, "natural_wer": w + 0.1, "searched": {"k": 5, "kind": kind}}
+            for w, kind in ((0.3, "mlp"), (0.4, "linear"))]
+    assert not wer_vs(rows, "k", 0.5, tmp_path / "k.png", "k") and not (tmp_path / "k.png").exists()
+    assert wer_vs(rows, "kind", 0.5, tmp_path / "kind.png", "kind") and (tmp_path / "kind.png").stat().st_size > 0
+
+
 def test_the_cost_line_sums_wall_gpu_hours_and_energy_where_measured() -> None:
     from platform.report_render import cost_line
 

@@ -92,7 +92,10 @@ def test_sweep_records_every_trial_in_mlflow(tmp_path: Path, tiny_whisper_dir: P
     [version] = client.search_model_versions("name = 'tiny_rank'")
     best = min(children, key=lambda r: r.data.metrics["val_wer"])
     assert version.tags["trial_run_id"] == best.info.run_id and f"models:/tiny_rank/{version.version}" in out.stdout
-    assert {"summary.md", "summary.csv", "wer_vs_lora_r.png"} <= artifacts
+    # A plot for each searched key the two trials vary: the sampled lr always, the rank only where TPE drew both.
+    ranks = {run.data.params["lora.r"] for run in children}
+    assert {"summary.md", "summary.csv", "wer_vs_optim_lr.png"} <= artifacts
+    assert ("wer_vs_lora_r.png" in artifacts) == (len(ranks) == 2)
     assert "| trial" in out.stdout and "lora.r" in out.stdout
     # A quiet console: no line of Ray's workers or controllers reaches it; the files named at the end hold them.
     console = out.stdout + out.stderr

@@ -19,8 +19,10 @@ from ray.util.queue import Empty, Queue
 
 CHECKPOINT_PATH = "checkpoint_path"
 """The key under which a report's checkpoint location reaches Tune (as with Ray's own callback)."""
-POLL_S = 0.5
-"""How long one wait for a report lasts before the trial checks whether the Train run has ended."""
+FIT_ENDED = "fit ended"
+"""What the thread running `fit()` puts on the queue after the run's last report."""
+POLL_S = 1.0
+"""How long one wait for a report lasts before the trial checks that the thread running `fit()` is alive."""
 
 
 class QueuedReports(UserCallback):
@@ -57,16 +59,22 @@ def fit_reporting(make_trainer: Callable[[Sequence[Any]], Any],
                 outcome["result"] = trainer.fit()
             except BaseException as error:  # handed to the trial's thread, which raises it
                 outcome["error"] = error
+            finally:
+                # After every report the controller put (each put waits for the queue actor), so the trial
+                # thread stops reading as soon as the run has ended, without polling.
+                reports.put(FIT_ENDED)
 
         runner = threading.Thread(target=fit, name="train-fit", daemon=True)
         runner.start()
-        # A report put before fit() returned is on the queue by then (the controller's put waits for the
-        # queue actor), so once the run has ended, an empty queue means every report has been passed on.
-        while runner.is_alive() or not reports.empty():
+        while True:
             try:
                 item = reports.get(timeout=POLL_S)
             except Empty:
-                continue
+                if runner.is_alive():
+                    continue
+                break  # the end marker could not be put: the queue actor is gone
+            if item == FIT_ENDED:
+                break
             report(item)
         runner.join()
         if "error" in outcome:

@@ -23,6 +23,7 @@ from typing import Any
 from ray.tune import Callback
 
 from platform.cluster import unwritable
+from platform.train_reports import CHECKPOINT_PATH
 from trainables.blocks.config import flatten, redact, redact_text
 
 # Tune's bookkeeping keys that are not metrics of the trial.
@@ -448,7 +449,7 @@ class MlflowTrials(Callback):
                 self.write(lambda key=key, value=value: self._unless_finished(trial, self.c.set_tag, key, value))
             self.write(lambda: self._unless_finished(trial, self.c.set_terminated, "KILLED"))
             return
-        path = last.get("checkpoint_path")
+        path = last.get(CHECKPOINT_PATH)
         if path and Path(path).is_dir():
             history = Path(path) / "history.json"
             if history.exists():  # per-step training curves

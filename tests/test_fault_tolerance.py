@@ -74,6 +74,23 @@ def checkpoints_under(root: Path) -> list[Path]:
     return sorted(root.rglob("checkpoint_step*/training_state.pt"))
 
 
+def latest_checkpoint_steps(root: Path) -> dict[Path, int]:
+    """The step of each Train run's latest mid-training checkpoint, by the run's folder under `root`."""
+    latest: dict[Path, int] = {}
+    for path in checkpoints_under(root):
+        run, step = path.parents[1], int(path.parent.name.removeprefix("checkpoint_step"))
+        latest[run] = max(step, latest.get(run, 0))
+    return latest
+
+
+def last_attempt(run: Path) -> dict[str, Any]:
+    """Where the latest start of a Train run runs: the marker trainables.blocks.checkpoints.restarts wrote."""
+    from trainables.blocks.checkpoints import ATTEMPTS
+
+    markers = [json.loads(m.read_text()) for m in (run / ATTEMPTS).iterdir()]
+    return max(markers, key=lambda m: m["started"])
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A head node (no CPUs: bookkeeping only) and three worker nodes of two CPUs each; this test process is a driver."""
@@ -228,28 +245,32 @@ def test_four_trials_across_nodes_survive_a_removed_node_with_nothing_lost(
     proc = subprocess.Popen(sweep_cmd(spec, tmp_path), cwd=ROOT, env=on_cluster(cluster), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     train_root = tmp_path / "results" / "ft_nodes"
-    # Once every trial has a checkpoint, take away a node that runs one of them, with all its processes.
-    wait_for(lambda: len({p.parents[1] for p in checkpoints_under(train_root)}) >= 4, 600,
-             "a checkpoint of each of the 4 trials", interval=0.5)
-    workers = wait_for(lambda: train_workers(cluster), 30, "the trials' worker processes")
-    # The youngest worker's node: its trial started last and has just made its first checkpoint, so it is far from
-    # done. The oldest worker's trial may already be finishing by now (its result reported, nothing to restart).
-    victim = node_of(max(workers, key=lambda w: w.create_time()), cluster)
-    hosted = sum(1 for w in workers if node_of(w, cluster) is victim)
+    # Once every trial has a checkpoint, take away the node of the trial furthest from done (its latest checkpoint
+    # the earliest), with all its processes. Its rank-0 worker is the one its latest start recorded.
+    wait_for(lambda: len(latest_checkpoint_steps(train_root)) >= 4, 600, "a checkpoint of each of the 4 trials",
+             interval=0.5)
+    steps_done = latest_checkpoint_steps(train_root)
+    behind = min(steps_done, key=steps_done.get)
+    victim = node_of(psutil.Process(last_attempt(behind)["pid"]), cluster)
+    assert victim is not None, f"{behind.name}'s worker is not on a worker node"
+    hosted = sum(1 for w in train_workers(cluster) if node_of(w, cluster) is victim)
     cluster.remove_node(victim, allow_graceful=False)
     removed_at = time.time()
     cluster.add_node(num_cpus=2, object_store_memory=200 * 1024 * 1024)  # the autoscaler's replacement
     out, _ = proc.communicate(timeout=900)
-    print(f"\n[fault] node removed with {hosted} trial worker(s) on it; the sweep finished "
-          f"{time.time() - removed_at:.0f} s later")
+    print(f"\n[fault] node removed with {hosted} trial worker(s) on it, {behind.name} at step "
+          f"{steps_done[behind]}/{steps}; the sweep finished {time.time() - removed_at:.0f} s later")
     assert proc.returncode == 0, out[-4000:]
     runs = trial_runs(tmp_path, "ft_nodes")
     assert sorted(json.loads(r.data.tags["searched"])["lora.r"] for r in runs) == [1, 2, 4, 8]  # each once
     for run in runs:
         assert_complete_record(tmp_path, run, steps, eval_every)
-    # Every trial still running on the node restarts once; another trial of the node's may have finished between
-    # the listing and the removal, so at most `hosted` restarts, and at least the youngest trial's.
-    assert 1 <= sum(r.data.metrics["restarts"] for r in runs) <= hosted
+    # The trial behind restarted once, on another node; another trial on the node may have been finishing (its
+    # result reported, nothing to restart), so at most `hosted` restarts in all.
+    restarts = {f"train-{r.data.tags['trial_id']}": r.data.metrics["restarts"] for r in runs}
+    assert restarts[behind.name] == 1, restarts
+    assert last_attempt(behind)["node_id"] != victim.node_id
+    assert sum(restarts.values()) <= hosted, (restarts, hosted)
     assert study_states(tmp_path, "ft_nodes") == ["COMPLETE"] * 4
 
 

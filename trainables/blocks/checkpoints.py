@@ -21,9 +21,12 @@ Outside Ray Train (tests, notebooks, benchmarks) nothing is saved and nothing is
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +43,9 @@ from trainables.blocks.training import Stepper, unwrap
 
 STATE_FILE = "training_state.pt"
 """The file in a mid-training checkpoint (a trial's final checkpoint is its artifact folder instead)."""
+ATTEMPTS = "attempts"
+"""The folder in a Train run's storage with one marker per start of the run: JSON of `node_id`, `pid` (rank 0's
+worker process) and `started` (Unix time)."""
 
 ExtraState = tuple[Callable[[], dict[str, Any]], Callable[[dict[str, Any]], None]]
 """A method's own resumable state beyond weights and optimiser (e.g. AdaLoRA's importance scores): (get, set)."""
@@ -240,18 +246,21 @@ def restarts() -> int:
 
     Each start leaves a marker in the run's own storage folder (shared by every node, local or s3://), so
     a restart by Ray Train's failure policy and a trial restarted by Tune after the driver was lost both count.
+    The marker holds where rank 0 of that attempt runs (see `ATTEMPTS`), to tell which node a run was on.
     Every worker must call it (rank 0 counts and writes; the others learn its answer)."""
     if not in_ray_train():
         return 0
     count = 0
     if world()[0] == 0:
+        import ray
         import ray.train
         from pyarrow.fs import FileSelector
 
         storage = ray.train.get_context().get_storage()
-        fs, folder = storage.storage_filesystem, f"{storage.experiment_fs_path}/attempts"
+        fs, folder = storage.storage_filesystem, f"{storage.experiment_fs_path}/{ATTEMPTS}"
         fs.create_dir(folder, recursive=True)
         count = len(fs.get_file_info(FileSelector(folder, allow_not_found=True)))
-        with fs.open_output_stream(f"{folder}/{uuid.uuid4().hex}"):
-            pass
+        where = {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started": time.time()}
+        with fs.open_output_stream(f"{folder}/{uuid.uuid4().hex}") as out:
+            out.write(json.dumps(where).encode())
     return int(all_gather_objects(count)[0])

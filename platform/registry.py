@@ -36,7 +36,7 @@ from platform.trials import RunError, TrialResult, resolve
 
 LOGGED_MODEL = "model"
 """The name of the MLflow model logged in the trial's run."""
-TAGGED_METRICS = ("val_wer", "wer", "natural_wer")
+TAGGED_METRICS = ("val_wer", "natural_val_wer", "wer", "natural_wer")
 """Metrics copied onto the registered version as tags (when the trial has them)."""
 REQUEST = ('{"dataframe_split": {"columns": ["audio"], "data": [["<base64 of a WAV or FLAC file>"]]}}')
 """What `POST /invocations` takes (one row per sound file); it answers {"predictions": [{"text": "..."}]}."""

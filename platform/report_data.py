@@ -11,8 +11,8 @@ from typing import Any
 
 from platform import tracking
 
-COLUMNS = ["val_wer", "wer", "natural_wer", "cer", "natural_cer", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s", "model_size_mb",
-           "compression_ratio", "trainable_params"]
+COLUMNS = ["val_wer", "natural_val_wer", "wer", "natural_wer", "cer", "natural_cer", "peak_vram_mb", "peak_host_mem_mb",
+           "train_samples_per_s", "model_size_mb", "compression_ratio", "trainable_params"]
 """Contract metrics every trial row carries (None where the trial did not report one)."""
 
 

@@ -41,8 +41,9 @@ def _fmt(value: Any) -> str:
 # --------------------------------------------------------------------------------------------- the trials
 
 
-WHERE_MEASURED = ("val_wer", "natural_wer", "natural_cer")
-"""Columns of COLUMNS shown only where some trial has them: no natural-voice set exists for user or hub data, and
+WHERE_MEASURED = ("val_wer", "natural_val_wer", "natural_wer", "natural_cer")
+"""Columns of COLUMNS shown only where some trial has them: no natural-voice set exists for user or hub data, a
+natural-voice validation set is scored only where a preset asks (data.natural_val_items), and
 sweeps recorded before val_wer have none."""
 
 

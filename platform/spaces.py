@@ -504,6 +504,19 @@ def _asha_has_reports_to_compare(r: _Resolution) -> None:
                 "validations) so trials report val_wer before they end")
 
 
+def _natural_validation_is_scored(r: _Resolution) -> None:
+    """A natural-voice validation metric is scored at a trial's end only, and only where the preset asks for it."""
+    natural = [(where, m) for where, m in named_objectives(r.sweep) if m.startswith("natural_val_")]
+    if not natural:
+        return
+    where, metric = natural[0]
+    require(where != "scheduler.metric", where, f"{metric} is scored at a trial's end only, so {r.sweep.scheduler.type} "
+            "cannot compare trials on it while they train; schedule on val_wer")
+    items = flatten(r.sweep.config).get("data.natural_val_items", 0)
+    require(isinstance(items, int) and items > 0, where, f"{metric} needs config data.natural_val_items (utterances "
+            "of the natural-voice validation split each trial is scored on), e.g. 100")
+
+
 def _workers_within_method_limit(r: _Resolution) -> None:
     limit, workers = r.module.MAX_WORKERS, r.sweep.resources.num_workers
     if limit is not None and workers > limit:
@@ -521,6 +534,7 @@ RESOLVE_CHECKS: list[Callable[[_Resolution], None]] = [
     _grid_parameters_need_grid_searcher,
     _every_level_builds_a_config,
     _asha_has_reports_to_compare,
+    _natural_validation_is_scored,
     _workers_within_method_limit,
 ]
 """What `resolve` checks, in order (each may complete the sweep; the first that fails names the field)."""
@@ -567,11 +581,17 @@ def is_test_metric(name: str) -> bool:
     return name in ("wer", "cer") or name.startswith(("wer_", "cer_", "natural_wer", "natural_cer"))
 
 
-def objective_warnings(sweep: ResolvedSweep) -> list[str]:
-    """One line for each objective of the searcher or the scheduler that is a test metric."""
+def named_objectives(sweep: ResolvedSweep) -> list[tuple[str, str]]:
+    """(the field naming it, metric) for each objective of the searcher and of the scheduler, if there is one."""
     named = [("metric" if not sweep.searcher.metrics else "searcher.metrics", m) for m in sweep.objectives[0]]
     if sweep.scheduler.type != "none":
         named.append(("scheduler.metric", sweep.scheduler.metric))
+    return named
+
+
+def objective_warnings(sweep: ResolvedSweep) -> list[str]:
+    """One line for each objective of the searcher or the scheduler that is a test metric."""
+    named = named_objectives(sweep)
     out = [f"warning: {_relative(sweep.path)}: {where}: {metric!r} is a test metric; the search will select on the "
            f"test set, which makes its best trial look better than it is (select on val_wer, report {metric})"
            for where, metric in named if is_test_metric(metric)]

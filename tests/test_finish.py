@@ -83,6 +83,26 @@ def test_natural_voice_sets_are_scored_under_their_own_names() -> None:
     assert len((out / "hypotheses_natural.jsonl").read_text().splitlines()) == 5
 
 
+def test_the_natural_voice_validation_set_is_scored_as_natural_val_where_the_config_asks() -> None:
+    """data.natural_val_items: the first N utterances of the real cached natural-voice validation split (its ids
+    say so, never a test utterance), scored as natural_val_wer and natural_val_cer; not scored when 0."""
+    from trainables.blocks.config import build
+    from trainables.blocks.data import load_natural_val
+
+    cfg = build(QLoRAConfig, {"data": {"source": "espeak-smoke", "natural_val_items": 4}})
+    natural_val = load_natural_val(cfg.data)
+    assert [u["id"] for u in natural_val] == [f"natural-smoke-validation-{i:05d}" for i in range(4)]
+    outcome = Outcome(FirstWordWrong(), torch.nn.Linear(2, 2), CPU, torch.float32, 4, val=_utts("v", 1),
+                      test=_utts("t", 1), natural=_utts("n", 5), natural_val=natural_val, size_bytes=1.0,
+                      original_bytes=1.0, counts={}, stepper=None)
+    metrics, out = finish_trial(cfg, [], outcome)
+    assert 0 < metrics["natural_val_wer"] < 1 and metrics["natural_val_cer"] > 0
+    assert metrics["natural_val_wer"] != metrics["natural_wer"]
+    rows = [json.loads(x) for x in (out / "hypotheses_natural_val.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [u["id"] for u in natural_val]
+    assert load_natural_val(build(QLoRAConfig, {"data": {"source": "espeak-smoke"}}).data) is None
+
+
 def test_a_corpus_without_a_natural_voice_set_is_refused_by_name() -> None:
     import pytest
 

@@ -98,6 +98,11 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
     ("asha-grace-zero", BASE + "scheduler: {type: asha, grace_period: 0}\n", ["scheduler.grace_period:"]),
     ("asha-max-t-below-grace", BASE + "scheduler: {type: asha, grace_period: 5, max_t: 2}\n", ["scheduler.max_t:"]),
     ("asha-without-eval-every", BASE + "scheduler: {type: asha}\n", ["scheduler.type:", "eval.every"]),
+    ("natural-val-not-scored", BASE + "metric: natural_val_wer\n", ["metric:", "data.natural_val_items"]),
+    ("natural-val-scheduled", BASE.replace("data: {source: espeak-smoke}", "data: {source: espeak-smoke, natural_val_items: "
+     "8}\n  eval: {every: 5}") + "scheduler: {type: asha, metric: natural_val_wer}\n", ["scheduler.metric:", "end only"]),
+    ("natural-val-without-natural-voice", BASE.replace("{source: espeak-smoke}", "{source: espeak-multilingual, "
+     "natural_val_items: 8}"), ["config.data.natural_val_items:", "no natural-voice set"]),
     ("failure-below-minus-one", BASE + "failure: {max_failures: -2}\n", ["failure.max_failures:", "-1"]),
     ("failure-keep-zero", BASE + "failure: {keep_checkpoints: 0}\n", ["failure.keep_checkpoints:", "at least 1"]),
     ("preset-failure-unknown-field", BASE + "presets:\n  local:\n    failure: {retries: 2}\n",

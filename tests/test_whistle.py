@@ -208,6 +208,13 @@ def test_the_encoder_must_stay_frozen(tiny_whisper_dir: Path) -> None:
         whistle.parse_config({"model": str(tiny_whisper_dir), "lora": {"stacks": ["encoder", "decoder"]}})
 
 
+def test_natural_voice_validation_of_the_source_domain_is_refused(tiny_whisper_dir: Path) -> None:
+    """WhisTLE is judged on its target domain: a natural-voice validation set of data.source would select on the
+    wrong speech, so it is refused by name."""
+    with pytest.raises(ConfigError, match=r"^data\.natural_val_items: WhisTLE is judged on its target domain"):
+        whistle.parse_config({"model": str(tiny_whisper_dir), "data": {"natural_val_items": 8}})
+
+
 @pytest.mark.slow
 def test_length_model_predicts_held_out_frames_within_twenty_percent() -> None:
     """The local preset's length model on espeak-general: fitted on train, checked on validation utterances."""

@@ -53,7 +53,7 @@ from trainables.blocks import progress
 from trainables.blocks.batching import SpecAugmentConfig, epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require
-from trainables.blocks.data import DataConfig, Splits, load_natural, load_splits
+from trainables.blocks.data import DataConfig, Splits, load_natural, load_natural_val, load_splits
 from trainables.blocks.evaluation import EvalConfig, validator
 from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import (
@@ -464,6 +464,7 @@ def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) 
     return Outcome(s.task, s.student, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
                    test_name="clean", also={"noisy": noisy_test}, size_bytes=parts["file"],
                    natural=load_natural(cfg.data.source, cfg.data.eval_split, cfg.data.max_eval_items),
+                   natural_val=load_natural_val(cfg.data),
                    original_bytes=assets.stored_bytes(assets.model_files_dir(s.teacher_source)), counts=s.counts,
                    stepper=stepper, metrics=metrics, json_files={"size_breakdown.json": parts}, save=save)
 

@@ -50,7 +50,7 @@ from trainables.blocks.audio import SAMPLE_RATE
 from trainables.blocks.batching import WhisperFeatures, ctc_batch, epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import merge, require, to_dict
-from trainables.blocks.data import DataConfig, Splits, load_natural, load_splits
+from trainables.blocks.data import DataConfig, Splits, load_natural, load_natural_val, load_splits
 from trainables.blocks.distributed import world
 from trainables.blocks.evaluation import EvalConfig, validator
 from trainables.blocks.finish import Outcome
@@ -559,8 +559,12 @@ def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) 
     natural = load_natural(cfg.data.source, cfg.data.eval_split, cfg.data.max_eval_items)
     if natural is not None:
         natural = noisy_utterances(natural, cfg.noise, cfg.noise.eval_seed)
+    natural_val = load_natural_val(cfg.data)  # with the validation split's noise
+    if natural_val is not None:
+        natural_val = noisy_utterances(natural_val, cfg.noise, cfg.noise.eval_seed + 1)
     return Outcome(s.task, s.wrapped, s.dev, s.dtype, cfg.eval.batch_size, val=s.noisy.val, test=s.noisy.test,
-                   test_name="noisy", also={"clean": s.splits.test}, natural=natural, size_bytes=size_parts["total"],
+                   test_name="noisy", also={"clean": s.splits.test}, natural=natural, natural_val=natural_val,
+                   size_bytes=size_parts["total"],
                    original_bytes=original, counts=s.counts, stepper=stepper, metrics=metrics,
                    json_files={"size_breakdown.json": size_parts}, save=save)
 

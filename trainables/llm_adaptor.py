@@ -40,7 +40,7 @@ from trainables.blocks import inference, models
 from trainables.blocks.batching import epoch_batches
 from trainables.blocks.checkpoints import Checkpointer
 from trainables.blocks.config import ConfigError, merge, require, to_dict
-from trainables.blocks.data import DataConfig, Splits, load_natural, load_splits
+from trainables.blocks.data import DataConfig, Splits, load_natural, load_natural_val, load_splits
 from trainables.blocks.evaluation import EvalConfig, validator
 from trainables.blocks.finish import Outcome
 from trainables.blocks.inference import ArtifactError, Recogniser, Trial
@@ -458,6 +458,7 @@ def measure(s: Setup, history: list[dict[str, float]], steppers: dict[str, Stepp
 
     return Outcome(s.task, model, s.dev, torch.float32, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
                    natural=load_natural(cfg.data.source, cfg.data.eval_split, cfg.data.max_eval_items),
+                   natural_val=load_natural_val(cfg.data),
                    size_bytes=encoder_bytes + llm_parts["total"] + 4 * adaptor_params,
                    original_bytes=encoder_bytes + assets.stored_bytes(assets.model_files_dir(s.llm_source)),
                    counts=param_counts(model), stepper=ce, other_steppers=(con,), metrics=metrics,

@@ -21,7 +21,7 @@ from trainables import assets
 from trainables.blocks.batching import SpecAugmentConfig, epoch_batches, length_buckets
 from trainables.blocks.checkpoints import Checkpointer, ExtraState
 from trainables.blocks.config import ConfigError, merge, require, to_dict
-from trainables.blocks.data import DataConfig, Splits, load_natural, load_splits
+from trainables.blocks.data import DataConfig, Splits, load_natural, load_natural_val, load_splits
 from trainables.blocks.distributed import all_gather_objects, world
 from trainables.blocks.evaluation import EvalConfig, validator
 from trainables.blocks.finish import Outcome
@@ -413,6 +413,7 @@ def measure(s: Setup, history: list[dict[str, float]], stepper: Stepper | None) 
 
     return Outcome(s.task, s.wrapped, s.dev, s.dtype, cfg.eval.batch_size, val=s.splits.val, test=s.splits.test,
                    natural=load_natural(cfg.data.source, cfg.data.eval_split, cfg.data.max_eval_items),
+                   natural_val=load_natural_val(cfg.data),
                    size_bytes=size_parts["total"], original_bytes=assets.stored_bytes(files), counts=s.counts,
                    stepper=stepper, metrics=metrics, json_files=json_files, save=save)
 

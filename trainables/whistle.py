@@ -201,6 +201,8 @@ class WhisTLEConfig:
         require(self.lora.kind == "lora", "lora.kind", "AdaLoRA's rank pruning runs in the qlora method only "
                 "(lora.kind adalora there); this method trains fixed-rank LoRA")
         require(0 <= self.source_ratio < 1, "source_ratio", f"must be in [0, 1), got {self.source_ratio}")
+        require(self.data.natural_val_items == 0, "data.natural_val_items", "WhisTLE is judged on its target domain "
+                "(target.eval_source), not on data.source's natural voice; leave it 0 and select on val_wer")
         assets.check_model_source(self.model, "model")
         assets.check_data_source(self.data.source, "data.source")
         assets.check_model_language(self.model, self.data.language, "model")

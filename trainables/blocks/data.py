@@ -417,6 +417,11 @@ def load_natural(source: str, split: str = "test", max_items: int | None = None)
     return [{**u, "language": "en"} for u in utts]
 
 
+def load_natural_val(cfg: DataConfig) -> list[Utterance] | None:
+    """The first `natural_val_items` utterances of the natural-voice validation split of `cfg.source` (None when 0)."""
+    return load_natural(cfg.source, "validation", cfg.natural_val_items) if cfg.natural_val_items else None
+
+
 def _load_saved(path: Path, split: str, max_items: int | None) -> list[Utterance]:
     """One split of a corpus the project saved with `save_to_disk` (float32 audio at 16 kHz in a column)."""
     from datasets import load_from_disk
@@ -631,6 +636,12 @@ class DataConfig:
     natural_cer_<domain> (e.g. espeak-general for a trial adapted to clinical speech: does it still transcribe
     everyday speech?). Evaluation only, like natural_wer."""
 
+    natural_val_items: int = 0
+    """Utterances of the natural-voice validation split (the corpus's validation sentences in the neural voice)
+    scored at the trial's end as natural_val_wer and natural_val_cer, which a sweep may select on
+    (`metric: natural_val_wer`) to prefer what carries to natural speech over what fits espeak-ng; 0: not scored.
+    Evaluation only, like natural_wer."""
+
     replay_source: str | None = None
     """Another source (an offline corpus or local data, as `source`) whose training utterances are mixed into the
     training split, e.g. espeak-general while adapting to clinical speech: the model keeps hearing everyday speech
@@ -644,6 +655,10 @@ class DataConfig:
         for i, corpus in enumerate(self.natural_also):
             require(corpus in NATURAL_FOR_CORPUS, f"natural_also[{i}]",
                     f"{corpus!r} has no natural-voice set (those that do: {', '.join(NATURAL_FOR_CORPUS)})")
+        require(self.natural_val_items >= 0, "natural_val_items", f"must be 0 or more, got {self.natural_val_items}")
+        if self.natural_val_items:
+            require(self.source in NATURAL_FOR_CORPUS, "natural_val_items",
+                    f"source {self.source!r} has no natural-voice set (those that do: {', '.join(NATURAL_FOR_CORPUS)})")
         for name in ("max_train_items", "max_val_items", "max_eval_items"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, f"must be at least 1 or null, got {value}")

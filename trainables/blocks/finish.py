@@ -65,6 +65,9 @@ class Outcome:
     """The natural-voice test set of the trial's domain and conditions (evaluation only): `natural_wer`,
     `natural_cer`, `hypotheses_natural.jsonl`; None where the data has none (a hub or user data set), which
     records NaN."""
+    natural_val: list[dict] | None = None
+    """The natural-voice validation set (data.natural_val_items), under the same conditions as `natural`:
+    `natural_val_wer`, `natural_val_cer`, `hypotheses_natural_val.jsonl`; None: not scored (not logged)."""
     metrics: Mapping[str, float] = field(default_factory=dict)
     """The method's own metrics."""
     json_files: Mapping[str, Any] = field(default_factory=dict)
@@ -91,6 +94,8 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     others = {name: score(utts) for name, utts in o.also.items()}
     if o.natural is not None:
         others["natural"] = score(o.natural, NATURAL_WINDOW_S)
+    if o.natural_val is not None:
+        others["natural_val"] = score(o.natural_val, NATURAL_WINDOW_S)
     data = getattr(cfg, "data", None)
     for corpus in getattr(data, "natural_also", None) or []:  # other domains' natural voice: what it forgot
         others[f"natural_{CORPORA[corpus].domain}"] = score(load_natural(corpus, "test", data.max_eval_items) or [],
@@ -109,8 +114,8 @@ def finish_trial(cfg: Any, history: list[dict[str, float]], outcome: Outcome) ->
     metrics.update(per_language(test["rows"]))  # wer_<lang>, cer_<lang> where the test set mixes languages
     metrics.update({"natural_wer": nan, "natural_cer": nan})  # NaN (not logged) where the data has no natural voice
     for name, ev in others.items():
-        if name == "natural":
-            metrics.update({"natural_wer": ev["wer"], "natural_cer": ev["cer"]})
+        if name in ("natural", "natural_val"):
+            metrics.update({f"{name}_wer": ev["wer"], f"{name}_cer": ev["cer"]})
         elif name.startswith("natural_"):
             domain = name.removeprefix("natural_")
             metrics.update({f"natural_wer_{domain}": ev["wer"], f"natural_cer_{domain}": ev["cer"]})

@@ -19,7 +19,8 @@ from platform import export as export_cli
 from platform import transcribe as transcribe_cli
 from trainables import dq_whisper, dqlora, qlora
 from trainables.blocks.audio import SAMPLE_RATE
-from trainables.blocks.data import load_speech
+from trainables.blocks.data import load_natural, load_speech
+from trainables.blocks.evaluation import NATURAL_WINDOW_S
 from trainables.blocks.inference import ArtifactError, TaskRecogniser, cut_into_windows, read_trial
 
 CPU = torch.device("cpu")
@@ -145,12 +146,33 @@ def test_a_clip_longer_than_the_trained_window_is_decoded_whole_at_a_window_that
 
     task = Windows()
     clips = [np.ones(int(SAMPLE_RATE * s), np.float32) for s in (1.5, 4.5, 31.0)]
-    texts = TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0).transcribe(clips)
+    texts = TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0, least_s=0.0).transcribe(clips)
     assert texts[:2] == ["1.5", "4.5"]  # no cut: one piece, decoded at 5 s
     assert (1.5, 2.0) in task.seen and (4.5, 5.0) in task.seen
     assert sum(float(x) for x in texts[2].split()) == 31.0 and len(texts[2].split()) == 2  # past 30 s: cut once
     assert all(window <= 30 and length <= window for length, window in task.seen)
     assert task.window_s == 2.0  # the trained window again afterwards
+
+
+def test_a_recogniser_decodes_at_the_natural_voice_window_at_least() -> None:
+    """By default no clip is decoded at a window shorter than natural-voice sets are evaluated at (a trained 2 s
+    window would make Whisper repeat itself on natural speech); a clip longer than that gets its own length."""
+    class Windows:
+        def __init__(self) -> None:
+            self.window_s, self.seen = 2.0, []
+
+        def use_window(self, model: torch.nn.Module, window_s: float) -> None:
+            self.window_s = window_s
+
+        def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+            self.seen += [(round(len(u["audio"]) / SAMPLE_RATE, 1), self.window_s) for u in utts]
+            return ["x" for _ in utts]
+
+    task = Windows()
+    clips = [np.ones(int(SAMPLE_RATE * s), np.float32) for s in (1.5, 4.5, 12.5)]
+    TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0).transcribe(clips)
+    assert sorted(task.seen) == [(1.5, NATURAL_WINDOW_S), (4.5, NATURAL_WINDOW_S), (12.5, 13.0)]
+    assert task.window_s == 2.0
 
 
 def test_a_whisper_recogniser_decodes_a_long_clip_as_the_model_does_at_the_wider_window(qlora_result: Path,
@@ -161,7 +183,7 @@ def test_a_whisper_recogniser_decodes_a_long_clip_as_the_model_does_at_the_wider
     assert len(clip) > trained * SAMPLE_RATE
     [whole] = recogniser.transcribe([clip])
     assert recogniser.model.config.max_source_positions == round(50 * trained)  # back to the trained window
-    wide = math.ceil(len(clip) / SAMPLE_RATE)
+    wide = max(math.ceil(len(clip) / SAMPLE_RATE), NATURAL_WINDOW_S)
     recogniser.task.use_window(recogniser.model, float(wide))
     assert recogniser.model.config.max_source_positions == 50 * wide
     direct = recogniser.task.transcribe(recogniser.model, [{"id": "x", "audio": clip, "text": ""}], CPU, recogniser.dtype)
@@ -213,7 +235,8 @@ def test_qlora_export_merges_the_adapter_into_the_dequantised_base(qlora_result:
     merged = WhisperForConditionalGeneration.from_pretrained(tmp_path / "merged")
     assert merged.dtype == torch.float16 and "quantization_config" not in merged.config.to_dict()
     window = read_trial(qlora_result).window_s
-    assert merged.config.max_source_positions == 50 * math.ceil(window)  # the trained window, in whole seconds
+    # the trained window in whole seconds, at least the one a recogniser decodes at
+    assert merged.config.max_source_positions == 50 * max(math.ceil(window), math.ceil(NATURAL_WINDOW_S))
     # One adapted layer, by hand: the NF4 weight the adapter was trained against, plus (alpha / r)·B·A.
     name = "model.decoder.layers.1.fc2"
     base = load_base_model(str(tiny_whisper_dir), "whisper", PrecisionConfig(bits=4), CPU)
@@ -273,12 +296,14 @@ def test_dq_whisper_export_keeps_the_packed_weights_and_loads_them(dq_whisper_re
     out = tmp_path / "student"
     loader = load_module(out / "load_quantised.py")
     model, processor = loader.load(out)
-    # The file is the trial's packed one (plus 0.5 s more of fp16 positions), far below the model at fp16.
+    # The 3.5 s window became the natural-voice window a recogniser decodes at (whole seconds, as transformers'
+    # feature extractor pads): the file is the trial's packed one plus those positions' rows at fp16.
+    seconds = math.ceil(NATURAL_WINDOW_S)
     size, trained = (out / "model.safetensors").stat().st_size, (dq_whisper_result / "student" / "model.safetensors").stat().st_size
-    assert 0 < size - trained <= 25 * model.config.d_model * 2 + 1024
+    assert 0 < size - trained <= (50 * seconds - 175) * model.config.d_model * 2 + 1024
     assert size < 0.6 * 2 * sum(p.numel() for p in model.parameters())
-    # The 3.5 s window became 4 s: transformers' feature extractor pads to whole seconds.
-    assert model.config.max_source_positions == 200 and processor.feature_extractor.n_samples == 4 * SAMPLE_RATE
+    assert model.config.max_source_positions == 50 * seconds
+    assert processor.feature_extractor.n_samples == seconds * SAMPLE_RATE
     features = processor([u["audio"] for u in test_utts], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
     assert model.generate(features, max_new_tokens=4).shape[0] == len(test_utts)
     with pytest.raises(ArtifactError, match="no adapter"):
@@ -389,8 +414,14 @@ def test_exported_qlora_model_transcribes_like_platform_transcribe(tmp_path: Pat
     asr32 = pipeline("automatic-speech-recognition", model=str(tmp_path / "model"), dtype=torch.float32)
     assert greedy == {str(folder / f"{u['id']}.wav"): asr32(u["audio"], generate_kwargs={"num_beams": 1})["text"].strip()
                       for u in utts}
-    evaluated = hypotheses(artifacts)
-    assert [greedy[str(folder / f"{u['id']}.wav")] for u in utts[:3]] == [evaluated[u["id"]] for u in utts[:3]]
+    # On natural-voice speech, what users transcribe, it decodes as the trial's natural-voice evaluation did (both
+    # at the natural-voice window): the same hypotheses.
+    natural = load_natural("espeak-smoke", "test", 3)
+    spoken = wav_folder(tmp_path / "natural", natural, transcripts=False)
+    assert transcribe_cli.main([str(artifacts), str(spoken)]) == 0
+    got = dict(line.split("\t") for line in capsys.readouterr().out.strip().splitlines())
+    evaluated = hypotheses(artifacts, "hypotheses_natural.jsonl")
+    assert [got[str(spoken / f"{u['id']}.wav")] for u in natural] == [evaluated[u["id"]] for u in natural]
 
 
 def test_a_wav2vec2_student_exports_as_a_transformers_ctc_folder(tiny_wav2vec2_dir: Path, tmp_path: Path,

@@ -63,11 +63,11 @@ from trainables.blocks.inference import (
     Trial,
     copy_loader,
     exported_generation,
+    exported_window,
     prepare_out_dir,
     published_name,
     read_trial,
     whisper_processor,
-    whole_second_window,
     widen_whisper_window,
     write_manifest,
 )
@@ -520,7 +520,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         raise ArtifactError(f"{trial.path}: --adapter-only: dq_whisper trains the whole student, it has no adapter")
     out = prepare_out_dir(out_dir)
     cfg, teacher_source, model = load_result(trial, torch.device("cpu"))
-    seconds = whole_second_window(trial.window_s)
+    seconds = exported_window(trial.window_s)
     packed = trial.file("student/model.safetensors")
     with safe_open(str(packed), framework="pt") as fh:
         meta = fh.metadata() or {}

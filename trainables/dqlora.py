@@ -62,10 +62,10 @@ from trainables.blocks.inference import (
     copy_adapter,
     copy_loader,
     dequantise_linears,
+    exported_window,
     prepare_out_dir,
     published_name,
     read_trial,
-    whole_second_window,
     widen_whisper_window,
     write_manifest,
 )
@@ -633,7 +633,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         write_manifest(out, trial, "dqlora", "transformers", base=cfg.student, dtype="float16")
         return (f"dqlora: the wav2vec2 CTC student, its LoRA adapter merged in, at fp16, with its processor, in {out}; "
                 f"load with transformers.pipeline('automatic-speech-recognition', model='{out}')")
-    seconds = whole_second_window(trial.window_s)
+    seconds = exported_window(trial.window_s)
     widen_whisper_window(model.model.encoder, model.config, seconds, assets.model_files_dir(source).as_posix())
     state = {k.removeprefix("model."): v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))

@@ -33,11 +33,11 @@ from trainables.blocks.inference import (
     copy_adapter,
     dequantise_linears,
     exported_generation,
+    exported_window,
     prepare_out_dir,
     published_name,
     read_trial,
     whisper_processor,
-    whole_second_window,
     widen_whisper_window,
     write_manifest,
 )
@@ -478,7 +478,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
                 f"load with peft.PeftModel.from_pretrained(<the base model>, '{out}')")
     cfg, source, family, model = load_result(trial, torch.device("cpu"), merged=True)
     if family == "whisper":
-        seconds = whole_second_window(window)
+        seconds = exported_window(window)
         widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
         processor = whisper_processor(source, seconds)
         exported_generation(model.generation_config, cfg.eval.max_new_tokens, cfg.data.language)
@@ -492,7 +492,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         f"the LoRA adapter merged into the {cfg.precision.bits}-bit base it was trained on (dequantised)")
     window_note = ""
     if family == "whisper" and seconds != window:
-        window_note = f"; encoder window widened from {window:g} s to {seconds} s (feature extractors take whole seconds)"
+        window_note = f"; encoder window widened from {window:g} s to {seconds} s (as platform.transcribe decodes: whole seconds, at least the natural-voice window)"
     write_manifest(out, trial, "qlora", "transformers", base=base, dtype="float16")
     return (f"qlora: {what}, at fp16, with its processor, in {out}{window_note}; "
             f"load with transformers.pipeline('automatic-speech-recognition', model='{out}')")

@@ -675,7 +675,7 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         inference.write_manifest(out, trial, "whistle", "peft_adapter", base=base, encoder_window_s=trial.window_s)
         return (f"whistle: the peft adapter of {base}'s decoder in {out} (tuned with Whisper's encoder cut to "
                 f"{trial.window_s:g} s); load with peft.PeftModel.from_pretrained(<the base model>, '{out}')")
-    seconds = inference.whole_second_window(trial.window_s)
+    seconds = inference.exported_window(trial.window_s)
     inference.widen_whisper_window(model.get_encoder(), model.config, seconds, assets.model_files_dir(source).as_posix())
     processor = inference.whisper_processor(source, seconds)
     inference.exported_generation(model.generation_config, cfg.eval.max_new_tokens, cfg.data.language)

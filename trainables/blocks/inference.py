@@ -23,6 +23,7 @@ import torch
 from trainables.blocks.audio import SAMPLE_RATE
 from trainables.blocks.batching import length_buckets
 from trainables.blocks.config import ConfigError, merge
+from trainables.blocks.evaluation import NATURAL_WINDOW_S
 
 
 @runtime_checkable
@@ -135,20 +136,26 @@ class TaskRecogniser:
 
     A task that can change its window (`WhisperSeq2Seq.use_window`) decodes each clip whole: at the window the
     trial was trained with when the clip fits it, else at the clip's length in whole seconds, up to Whisper's
-    30 s; only longer clips are cut, at their quietest moments. A task with a fixed window (the LLM adaptor's
-    encoder) has its clips cut at that window, at their quietest moments."""
+    30 s, and never below `least_s`; only longer clips are cut, at their quietest moments. A task with a fixed
+    window (the LLM adaptor's encoder) has its clips cut at that window, at their quietest moments.
+
+    `least_s` defaults to the window natural-voice sets are evaluated at (`NATURAL_WINDOW_S`): what a user
+    transcribes is their own speech, and Whisper cut to a window of a few seconds repeats itself on
+    natural-sounding speech, so a recogniser decodes it as `natural_wer` was measured."""
 
     def __init__(self, task: Any, model: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 window_s: float, batch_size: int = 8) -> None:
+                 window_s: float, batch_size: int = 8, least_s: float = NATURAL_WINDOW_S) -> None:
         self.task, self.model, self.device, self.dtype = task, model.eval(), device, dtype
-        self.window_s, self.batch_size = window_s, batch_size
+        self.window_s, self.batch_size, self.least_s = window_s, batch_size, least_s
         self.flexible = callable(getattr(task, "use_window", None)) and window_s > 0
 
     def window_for(self, n_samples: int) -> float:
         """The window a piece of `n_samples` is decoded at."""
-        if not self.flexible or n_samples <= round(self.window_s * SAMPLE_RATE):
+        if not self.flexible:
             return self.window_s
-        return float(min(LONGEST_WINDOW_S, math.ceil(n_samples / SAMPLE_RATE)))
+        fits = (self.window_s if n_samples <= round(self.window_s * SAMPLE_RATE)
+                else float(min(LONGEST_WINDOW_S, math.ceil(n_samples / SAMPLE_RATE))))
+        return max(fits, min(self.least_s, LONGEST_WINDOW_S))
 
     def transcribe(self, audio: list[np.ndarray]) -> list[str]:
         limit = max(self.window_s, LONGEST_WINDOW_S) if self.flexible else self.window_s
@@ -209,9 +216,11 @@ def dequantise_linears(model: torch.nn.Module, dtype: torch.dtype = torch.float3
     return replaced
 
 
-def whole_second_window(window_s: float) -> int:
-    """The window an exported Whisper model gets: transformers' feature extractor pads to whole seconds only."""
-    return max(1, math.ceil(window_s - 1e-9))
+def exported_window(window_s: float) -> int:
+    """The window an exported Whisper model gets, in whole seconds (transformers' feature extractor pads to whole
+    seconds only) and at least the one a recogniser decodes at (`TaskRecogniser`'s `least_s`), so that the
+    exported model transcribes as `platform.transcribe` does."""
+    return min(LONGEST_WINDOW_S, max(math.ceil(NATURAL_WINDOW_S), math.ceil(window_s - 1e-9)))
 
 
 def widen_whisper_window(encoder: torch.nn.Module, config: Any, seconds: int, base_source: str) -> None:

@@ -130,20 +130,21 @@ def test_a_recogniser_joins_the_pieces_of_each_clip_in_order() -> None:
     assert sum(int(x) for x in texts[1].split()) == 45 and all(int(x) <= 20 for x in texts[1].split())
 
 
+class Windows:
+    """Stands in for a Whisper task trained at a 2 s window: records the window each piece is decoded at."""
+
+    def __init__(self) -> None:
+        self.window_s, self.seen = 2.0, []
+
+    def use_window(self, model: torch.nn.Module, window_s: float) -> None:
+        self.window_s = window_s
+
+    def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
+        self.seen += [(len(u["audio"]) / SAMPLE_RATE, self.window_s) for u in utts]
+        return [f"{len(u['audio']) / SAMPLE_RATE:g}" for u in utts]
+
+
 def test_a_clip_longer_than_the_trained_window_is_decoded_whole_at_a_window_that_fits_it() -> None:
-    class Windows:
-        """Stands in for a Whisper task: records the window each piece is decoded at."""
-
-        def __init__(self) -> None:
-            self.window_s, self.seen = 2.0, []
-
-        def use_window(self, model: torch.nn.Module, window_s: float) -> None:
-            self.window_s = window_s
-
-        def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-            self.seen += [(len(u["audio"]) / SAMPLE_RATE, self.window_s) for u in utts]
-            return [f"{len(u['audio']) / SAMPLE_RATE:g}" for u in utts]
-
     task = Windows()
     clips = [np.ones(int(SAMPLE_RATE * s), np.float32) for s in (1.5, 4.5, 31.0)]
     texts = TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0, least_s=0.0).transcribe(clips)
@@ -157,17 +158,6 @@ def test_a_clip_longer_than_the_trained_window_is_decoded_whole_at_a_window_that
 def test_a_recogniser_decodes_at_the_natural_voice_window_at_least() -> None:
     """By default no clip is decoded at a window shorter than natural-voice sets are evaluated at (a trained 2 s
     window would make Whisper repeat itself on natural speech); a clip longer than that gets its own length."""
-    class Windows:
-        def __init__(self) -> None:
-            self.window_s, self.seen = 2.0, []
-
-        def use_window(self, model: torch.nn.Module, window_s: float) -> None:
-            self.window_s = window_s
-
-        def transcribe(self, model: torch.nn.Module, utts: list[dict], dev: torch.device, dtype: torch.dtype) -> list[str]:
-            self.seen += [(round(len(u["audio"]) / SAMPLE_RATE, 1), self.window_s) for u in utts]
-            return ["x" for _ in utts]
-
     task = Windows()
     clips = [np.ones(int(SAMPLE_RATE * s), np.float32) for s in (1.5, 4.5, 12.5)]
     TaskRecogniser(task, torch.nn.Linear(1, 1), CPU, torch.float32, 2.0).transcribe(clips)

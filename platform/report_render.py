@@ -21,8 +21,9 @@ from platform import stats
 from platform.report_analysis import MIN_IMPORTANCE_TRIALS, Ablation, Importances, LevelResult, Pareto
 from platform.report_data import COLUMNS
 
-OPTIONAL_COLUMNS = ["wer_clean", "wer_noisy", "kd_loss"]
-"""Method-specific metrics, shown after COLUMNS when any trial of the sweep reports them."""
+OPTIONAL_COLUMNS = ["wer_clean", "wer_noisy", "kd_loss", "wer_source", "kl_active_dims", "kl", "mse"]
+"""Method-specific metrics, shown after COLUMNS when any trial of the sweep reports them (whistle: what it forgot
+of the source domain, and its TLE's active latent dimensions, KL and reconstruction error)."""
 
 COST_METRICS = ["model_size_mb", "peak_vram_mb", "peak_host_mem_mb", "train_samples_per_s"]
 """An ablation's cost columns (mean over seeds, min–max)."""

@@ -492,7 +492,8 @@ def export(artifacts: Path, out_dir: Path, adapter_only: bool = False) -> str:
         f"the LoRA adapter merged into the {cfg.precision.bits}-bit base it was trained on (dequantised)")
     window_note = ""
     if family == "whisper" and seconds != window:
-        window_note = f"; encoder window widened from {window:g} s to {seconds} s (as platform.transcribe decodes: whole seconds, at least the natural-voice window)"
+        window_note = (f"; encoder window widened from {window:g} s to {seconds} s, the window platform.transcribe "
+                       "decodes at (whole seconds, at least the natural-voice window)")
     write_manifest(out, trial, "qlora", "transformers", base=base, dtype="float16")
     return (f"qlora: {what}, at fp16, with its processor, in {out}{window_note}; "
             f"load with transformers.pipeline('automatic-speech-recognition', model='{out}')")

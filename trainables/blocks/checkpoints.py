@@ -252,8 +252,7 @@ def restarts() -> int:
         return 0
     count = 0
     if world()[0] == 0:
-        import ray
-        import ray.train
+        import ray.train  # binds `ray` too
         from pyarrow.fs import FileSelector
 
         storage = ray.train.get_context().get_storage()

@@ -45,10 +45,17 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+FINISHED_METRICS = ("val_wer", "natural_val_wer", "wer", "natural_wer")
+"""What a finished trial's row shows: the validation metrics searches select on first, then the test metrics
+they report."""
+
+
 def trial_line(label: str, status: str, entry: dict[str, Any], result: dict[str, Any], elapsed_s: float | None) -> str:
     """One trial's row: where it is (step, loss, val WER, what it prepares) or how it ended."""
     if status == "TERMINATED":
-        parts = [f"wer {_fmt(result.get('wer'))}" if "wer" in result else "stopped early"]
+        parts = [f"{key} {_fmt(result[key])}" for key in FINISHED_METRICS if key in result]
+        if "wer" not in result:  # a scheduler stopped it before its test sets were scored
+            parts.insert(0, "stopped early")
     elif status == "ERROR":
         parts = ["failed (error in MLflow: tag error, error.txt)"]
     elif status == "RUNNING":

@@ -110,8 +110,12 @@ def test_a_trial_row_shows_step_loss_val_wer_and_preparation() -> None:
     assert "1.2 min" in row
     preparing = trial_line("r=4", "RUNNING", {"task": "teacher states (once)", "done": 3, "total": 32}, {}, 10.0)
     assert "(teacher states (once) 3/32)" in preparing and "val_wer -" in preparing
-    assert "wer 0.0488" in trial_line("r=16", "TERMINATED", {}, {"wer": 0.0488}, 90.0)
-    assert "FINISHED" in trial_line("r=16", "TERMINATED", {}, {"wer": 0.0488}, 90.0)
+    finished = trial_line("r=16", "TERMINATED", {}, {"wer": 0.0488, "val_wer": 0.05, "natural_wer": 0.07}, 90.0)
+    assert "FINISHED" in finished
+    # The validation WER the search selected on comes first, then the test sets' WERs it reports.
+    assert re.search(r"val_wer 0.0500\s+wer 0.0488\s+natural_wer 0.0700", finished)
+    stopped = trial_line("r=1", "TERMINATED", {}, {"val_wer": 0.4}, 30.0)
+    assert "stopped early  val_wer 0.4000" in stopped and " wer" not in stopped.replace("val_wer", "")
 
 
 def test_the_live_table_counts_a_trial_done_when_tune_calls_back() -> None:

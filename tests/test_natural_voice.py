@@ -47,6 +47,28 @@ def test_a_set_is_built_once_and_keyed_by_its_voice_rates_and_sentences(tiny_set
     assert natural_dir(tiny_set) not in (first, other)  # other sentences: another set
 
 
+def test_a_rebuilt_set_holds_the_same_audio_with_pipers_noise_on(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """Piper's noise is seeded per set: two builds (another synthesis between them, as in a process that spoke
+    before) are identical, and another seed speaks other audio and is another set."""
+    from datasets import load_from_disk
+
+    spec = NaturalSpec("espeak-smoke", n_validation=1, n_test=2)  # the voice's own noise
+    natural_voice.build_natural(tmp_path / "a", spec, "natural-tiny", progress=False)
+    natural_voice.synthesise("something else first")  # advances the shared voice's noise, not the set's
+    natural_voice.build_natural(tmp_path / "b", spec, "natural-tiny", progress=False)
+    natural_voice.build_natural(tmp_path / "c", NaturalSpec("espeak-smoke", 1, 2, seed=1), "natural-tiny",
+                                progress=False)
+    a, b, c = (load_from_disk(str(tmp_path / x))["test"]["audio"] for x in "abc")
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    monkeypatch.setitem(NATURAL_SETS, "natural-tiny", spec)
+    seeded_0 = natural_dir("natural-tiny")
+    monkeypatch.setitem(NATURAL_SETS, "natural-tiny", NaturalSpec("espeak-smoke", 1, 2, seed=1))
+    assert natural_dir("natural-tiny") != seeded_0
+
+
 def test_the_neural_voice_speaks_it_not_espeak(tiny_set: str) -> None:
     from datasets import load_from_disk
 

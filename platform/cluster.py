@@ -127,7 +127,7 @@ def start_local_ray(log_to_driver: bool = True) -> None:
     if not ray.is_initialized():
         # "local": a new instance even where /tmp/ray still names a cluster that has since gone (a bare
         # ray.init() would try to join that one and fail)
-        ray.init(address="local", runtime_env=runtime_env(str(ROOT)), log_to_driver=log_to_driver)
+        ray.init(address="local", runtime_env=runtime_env(str(ROOT), private=True), log_to_driver=log_to_driver)
 
 
 def cluster_gpus() -> float:

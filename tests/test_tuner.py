@@ -19,3 +19,15 @@ def test_trials_reuse_function_actors_unless_a_scheduler_stops_them(name: str, s
     assert config.reuse_actors is not scheduled
     assert config.num_samples == sweep.num_samples and config.max_concurrent_trials == sweep.max_concurrent_trials
     assert (config.scheduler is not None) == scheduled
+
+
+def test_a_private_ray_runs_train_without_the_preemption_watcher_and_a_cluster_keeps_it() -> None:
+    """Ray Train starts a preemption-watcher actor per Train run, about 1 s of every trial on 2 cores; a private
+    Ray's one node cannot be drained. The variable must be the one Ray Train reads."""
+    from ray.train.v2._internal.constants import ENABLE_PREEMPTION_WATCHER_ENV_VAR
+
+    from tests.conftest import ROOT
+    from trainables.blocks.launch import runtime_env
+
+    assert runtime_env(str(ROOT), private=True)["env_vars"][ENABLE_PREEMPTION_WATCHER_ENV_VAR] == "0"
+    assert ENABLE_PREEMPTION_WATCHER_ENV_VAR not in runtime_env(str(ROOT))["env_vars"]

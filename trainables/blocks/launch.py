@@ -130,14 +130,17 @@ RUNTIME_EXCLUDES = [".venv/", ".git/", "mlruns/", "mlartifacts/", "mlflow.db", "
                     "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]
 
 
-def runtime_env(root: str) -> dict[str, Any]:
-    """Ray runtime environment that puts the repository first on every worker's path."""
-    return {
-        "working_dir": root,
-        "excludes": RUNTIME_EXCLUDES,
-        "env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning",
-                     "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                     # Ray Train's controller polls its workers this often (default 2 s): a finished train loop
-                     # waited 1-2 s for the next poll before its trial could end (docs/benchmarks.md).
-                     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"},
-    }
+def runtime_env(root: str, private: bool = False) -> dict[str, Any]:
+    """Ray runtime environment that puts the repository first on every worker's path. `private`: for a Ray
+    started on this machine for one job, whose only node cannot be drained or preempted."""
+    env_vars = {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore::FutureWarning",
+                "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                # Ray Train's controller polls its workers this often (default 2 s): a finished train loop
+                # waited 1-2 s for the next poll before its trial could end (docs/benchmarks.md).
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    if private:
+        # Ray Train starts an actor per Train run that watches for nodes being drained (spot preemption). A
+        # private Ray has nothing to watch, and the actor's start cost each trial about 1 s on 2 cores
+        # (docs/benchmarks.md); clusters keep it.
+        env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    return {"working_dir": root, "excludes": RUNTIME_EXCLUDES, "env_vars": env_vars}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.assets.natural_voice import NATURAL_SETS, _fitting, seeded_voice, sentences  # noqa: E402
+from trainables.assets.natural_voice import NATURAL_SETS, seeded_voice, sentences, speak_fitting  # noqa: E402
 
 
 def spoken(name: str, seed: int, items: int) -> list[dict]:
@@ -28,7 +28,7 @@ def spoken(name: str, seed: int, items: int) -> list[dict]:
     voice = seeded_voice(seed)
     texts = sentences(spec)["test"][:items]
     return [{"id": f"{name}-seed{seed}-{i:05d}", "text": text, "language": "en",
-             "audio": _fitting(text, spec.length_scales[i % len(spec.length_scales)], spec, voice)[0]}
+             "audio": speak_fitting(text, spec.length_scales[i % len(spec.length_scales)], spec, voice)[0]}
             for i, text in enumerate(texts)]
 
 

@@ -137,7 +137,7 @@ def synthesise(text: str, length_scale: float = 1.0, noise_scale: float | None =
     return (audio * (0.95 / peak) if peak > 0 else audio).astype(np.float32)
 
 
-def _fitting(text: str, length_scale: float, spec: NaturalSpec, voice: Any) -> tuple[np.ndarray, float]:
+def speak_fitting(text: str, length_scale: float, spec: NaturalSpec, voice: Any) -> tuple[np.ndarray, float]:
     """Synthesise, faster (a smaller length scale) while longer than `spec.max_duration_s`, at most three times."""
     audio = synthesise(text, length_scale, spec.noise_scale, spec.noise_w_scale, voice)
     for _ in range(3):
@@ -159,7 +159,7 @@ def build_natural(out_dir: Path, spec: NaturalSpec, name: str, progress: bool = 
     texts = sentences(spec)
     jobs = [(split, i, text) for split in SPLITS for i, text in enumerate(texts[split])]
     voice = seeded_voice(spec.seed)
-    spoken = [_fitting(text, spec.length_scales[i % len(spec.length_scales)], spec, voice)
+    spoken = [speak_fitting(text, spec.length_scales[i % len(spec.length_scales)], spec, voice)
               for _, i, text in tqdm(jobs, desc=f"natural voice: {name}", disable=not progress)]
     features = Features({"id": Value("string"), "text": Value("string"), "audio": DSequence(Value("float32")),
                          "sampling_rate": Value("int32"), "voice": Value("string"), "length_scale": Value("float32"),

@@ -343,7 +343,7 @@ def tune_config(sweep: ResolvedSweep, study_storage: str, study_name: str) -> An
 
 
 def trial_trainable(run: SweepRun) -> Any:
-    """The trial function with what it reserves. It only waits on its TorchTrainer, which reserves the workers'
+    """The trial function with what it reserves. It only waits on its Train run, which reserves the workers'
     resources itself. Reserving a CPU for the function too would leave a 2-core laptop unable to place the
     worker, and Ray refuses an empty request, so the function asks for a little memory and no CPU."""
     from ray import tune
@@ -372,7 +372,7 @@ def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resour
                train_storage: str) -> Any:
     """The Tune function trainable: one Ray Train run of `method` with the trial's sampled values.
 
-    The trial function itself reserves nothing; the TorchTrainer it starts asks for the workers.
+    The trial function itself reserves nothing; the Train run it starts asks for the workers.
     Metrics flow back to Tune from the trial function's thread (`platform.train_reports`), so ASHA can stop a
     trial between reports.
     """
@@ -388,8 +388,9 @@ def make_trial(method: str, fixed: dict[str, Any], space: dict[str, Any], resour
         # The Train run's name is the trial's: a trial restarted after the driver was lost (--resume) starts
         # a Train run of the same name, which picks up that run's latest checkpoint.
         name = f"train-{tune.get_context().get_trial_id()}"
+        # check=False: the sweep checked the method's configs and worker limit before it started.
         result = fit_reporting(lambda callbacks: torch_trainer(method, config, storage_path=train_storage, name=name,
-                                                               callbacks=callbacks, **resources))
+                                                               callbacks=callbacks, check=False, **resources))
         error = (result.metrics or {}).get(CONFIG_ERROR)
         if error:
             raise ConfigError(error)

@@ -42,3 +42,21 @@ def test_two_worker_torch_trainer_reports_contract_metrics(ray_local, tiny_whisp
     rows = [json.loads(line) for line in (files / "hypotheses.jsonl").read_text().splitlines()]
     assert len(rows) == 6  # both workers' shares of the evaluation, gathered
     assert (files / "adapter" / "adapter_config.json").exists()
+
+
+def test_a_trials_trainer_is_built_without_torch_or_the_method(tmp_path: Path) -> None:
+    """What a trial function builds, and what Ray Train's controller unpickles, imports neither torch nor the
+    method: 1 s of every trial's controller start, 2 s of a sweep's first trial (docs/benchmarks.md)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, ray.cloudpickle as cp\n"
+        "from trainables.blocks.launch import torch_trainer\n"
+        "t = torch_trainer('qlora', {'model': 'x'}, num_workers=2, check=False)\n"
+        "for part in (t.backend_config, t.train_loop_per_worker):\n"
+        "    cp.loads(cp.dumps(part))\n"
+        "print(sorted(m for m in ('torch', 'trainables.qlora', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -3,6 +3,7 @@ that loop on Ray Train workers."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -78,30 +79,44 @@ def entry_points(config_cls: type[C], setup: Callable[[C], S], train: Callable[[
 def torch_trainer(method: str, config: dict[str, Any], *, num_workers: int = 1, use_gpu: bool = False,
                   cpus_per_worker: float = 1.0, gpus_per_worker: float = 1.0, storage_path: str | None = None,
                   name: str | None = None, callbacks: Sequence[Any] = (), max_failures: int = 0,
-                  keep_checkpoints: int = 2) -> Any:
-    """A Ray Train `TorchTrainer` running `method`'s train loop with `config` (gloo on CPU, nccl on GPU).
+                  keep_checkpoints: int = 2, check: bool = True) -> Any:
+    """A Ray Train trainer running `method`'s train loop with `config` on workers joined in a torch process group
+    (gloo on CPU, nccl on GPU).
 
     `max_failures`: how many times Ray Train restarts a failed worker group (each restart resumes from the
-    latest checkpoint); `keep_checkpoints`: how many of the latest checkpoints stay in storage."""
+    latest checkpoint); `keep_checkpoints`: how many of the latest checkpoints stay in storage; `check`: build the
+    method's config and check its worker limit here first. A sweep's trials pass False: the sweep checked both
+    before it started, and a combination of values it could not check fails in the worker as the trial's
+    ConfigError. So a trial function imports neither the method nor torch (2 s of a sweep's first trial)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    module = load_method(method)
-    module.parse_config(config)  # fail here, on the driver, not in every worker
-    if module.MAX_WORKERS is not None and num_workers > module.MAX_WORKERS:
-        raise ValueError(f"num_workers: method {method!r} trains on at most {module.MAX_WORKERS} worker(s), got {num_workers}")
+    from trainables.blocks.process_group import ProcessGroupConfig
+
+    if check:
+        module = load_method(method)
+        module.parse_config(config)  # fail here, on the driver, not in every worker
+        if module.MAX_WORKERS is not None and num_workers > module.MAX_WORKERS:
+            raise ValueError(f"num_workers: method {method!r} trains on at most {module.MAX_WORKERS} worker(s), "
+                             f"got {num_workers}")
     resources = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = gpus_per_worker
-    return TorchTrainer(
-        module.train_loop_per_worker,
+    return DataParallelTrainer(
+        functools.partial(method_train_loop, method),
         train_loop_config=config,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        backend_config=ProcessGroupConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(storage_path=storage_path, name=name, callbacks=list(callbacks),
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
     )
+
+
+def method_train_loop(method: str, config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: `method`'s `train_loop_per_worker`. The method is imported here, on the
+    worker, and not where the trainer is built."""
+    load_method(method).train_loop_per_worker(config)
 
 
 def report_config_error(message: str) -> None:

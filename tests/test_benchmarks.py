@@ -340,11 +340,15 @@ def test_encoder_window_natural_prints_wer_and_repeats_per_window(tiny_whisper_d
 def test_natural_seeds_prints_each_seeds_wer_and_their_spread(tiny_whisper_dir: Path) -> None:
     pytest.importorskip("piper", reason="the natural voice needs piper-tts (setup.sh installs it)")
     stdout, result = run_benchmark("natural_seeds.py", "--set", "natural-smoke", "--seeds", "0,1", "--items", "2",
-                                   "--model", str(tiny_whisper_dir), timeout=300)
+                                   "--model", str(tiny_whisper_dir), "--window", "30", timeout=300)
     assert result["seeds"] == [0, 1] and len(result["wer"]) == 2 and all(w >= 0 for w in result["wer"])
+    assert result["window_s"] == 30 and "at a 30 s window" in stdout
     assert result["range"] == pytest.approx(max(result["wer"]) - min(result["wer"]))
     assert f"seed 0: WER {result['wer'][0]:.4f} over " in stdout and f"seed 1: WER {result['wer'][1]:.4f} over " in stdout
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "natural_seeds.py"), "--seeds", "0,x"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].endswith("--seeds: comma-separated integers, got '0,x'")
+    wide = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "natural_seeds.py"), "--window", "40"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert wide.returncode != 0 and wide.stderr.strip().splitlines()[-1].endswith("--window: seconds in (0, 30], got 40")
 

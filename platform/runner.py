@@ -305,6 +305,11 @@ def search(run: SweepRun) -> None:
     # still be done there, so the timeout is long enough that a slow answer is not taken for none.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    # Tune saves its state (trials, searcher) at most every 10 s by default. A driver lost in that window after a
+    # trial ended or began leaves a state the study and MLflow are ahead of: --resume then runs the ended trial
+    # again and gives the begun one's configuration to a new trial. Saving every second narrows that window to a
+    # second; a save of a sweep's state takes milliseconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     build_tuner(run).fit()
 
 
@@ -418,11 +423,22 @@ def make_searcher(sweep: ResolvedSweep, storage_url: str, study_name: str) -> An
         """
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if "wer" in result:
+            if "wer" in result and not self.finished_in_study(trial_id):
                 super().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            super().on_trial_complete(trial_id, result if result and "wer" in result else None, error)
+            if not self.finished_in_study(trial_id):
+                super().on_trial_complete(trial_id, result if result and "wer" in result else None, error)
+
+        def finished_in_study(self, trial_id: str) -> bool:
+            """Whether the study already holds this trial finished. Tune saves its own state at most every 10 s, so
+            a sweep whose driver was lost just after a trial ended resumes that trial, which reports its result
+            again (MLflow logs nothing more for it). Told twice, Optuna raises and the resumed sweep ends."""
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None:
+                return False
+            held = self._ot_study.get_trials(deepcopy=False)
+            return any(t.number == ot_trial.number and t.state.is_finished() for t in held)
 
     metrics, modes = sweep.objectives
     storage = studies.open_storage(storage_url)

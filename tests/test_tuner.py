@@ -31,3 +31,28 @@ def test_a_private_ray_runs_train_without_the_preemption_watcher_and_a_cluster_k
 
     assert runtime_env(str(ROOT), private=True)["env_vars"][ENABLE_PREEMPTION_WATCHER_ENV_VAR] == "0"
     assert ENABLE_PREEMPTION_WATCHER_ENV_VAR not in runtime_env(str(ROOT))["env_vars"]
+
+
+def test_a_trial_the_study_holds_finished_is_not_told_again(tmp_path: Path) -> None:
+    """A driver lost within Tune's 10 s between saves, just after a trial ended, leaves Tune's state with that trial
+    unfinished: the resumed sweep runs it again and it reports its final result again. The resume of the
+    driver-kill fault test ended with Optuna's UpdateFinishedTrialError this way."""
+    import optuna
+
+    sweep = spaces.resolve(spaces.find("qlora_rank"), "local", {})
+    searcher = runner.make_searcher(sweep, f"sqlite:///{tmp_path / 'optuna.db'}", "rank")
+    searcher.suggest("a")
+    searcher.suggest("b")
+    final = {"val_wer": 0.2, "wer": 0.25, "training_iteration": 1}
+    searcher.on_trial_result("a", final)
+    searcher.on_trial_complete("a", final)
+    assert searcher.finished_in_study("a") and not searcher.finished_in_study("b")
+    # The resumed sweep's searcher: restored from Tune's older state, where "a" was still running.
+    resumed = runner.make_searcher(sweep, f"sqlite:///{tmp_path / 'optuna.db'}", "rank")
+    resumed._ot_trials = dict(searcher._ot_trials)
+    resumed.on_trial_result("a", {**final, "wer": 0.3})
+    resumed.on_trial_complete("a", {**final, "wer": 0.3})
+    resumed.on_trial_result("b", final)
+    resumed.on_trial_complete("b", final)
+    study = optuna.load_study(study_name="rank", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [(t.state, t.value) for t in study.trials] == [(optuna.trial.TrialState.COMPLETE, 0.2)] * 2

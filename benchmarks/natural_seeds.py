@@ -70,10 +70,11 @@ def main(argv: list[str] | None = None) -> dict:
         wers.append(ev["wer"])
         words = sum(r["ref_words"] for r in ev["rows"])
         print(f"seed {seed}: WER {ev['wer']:.4f} over {words} words", flush=True)
-    result = {"set": args.set, "model": args.model, "items": args.items, "window_s": window, "seeds": seeds, "wer": wers,
-              "mean": statistics.mean(wers), "sd": statistics.stdev(wers), "range": max(wers) - min(wers)}
-    print(f"{args.model} on {args.items} utterances of {args.set} at a {window:g} s window, {len(seeds)} seeds: mean WER {result['mean']:.4f}, "
-          f"sd {result['sd']:.4f}, range {result['range']:.4f} ({min(wers):.4f} to {max(wers):.4f})")
+    result = {"set": args.set, "model": args.model, "items": args.items, "window_s": window, "seeds": seeds,
+              "wer": wers, "mean": statistics.mean(wers), "sd": statistics.stdev(wers), "range": max(wers) - min(wers)}
+    print(f"{args.model} on {args.items} utterances of {args.set} at a {window:g} s window, {len(seeds)} seeds: "
+          f"mean WER {result['mean']:.4f}, sd {result['sd']:.4f}, range {result['range']:.4f} "
+          f"({min(wers):.4f} to {max(wers):.4f})")
     print("RESULT " + json.dumps(result), flush=True)
     return result
 

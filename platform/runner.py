@@ -340,10 +340,10 @@ def tune_config(sweep: ResolvedSweep, study_storage: str, study_name: str) -> An
 
     return TuneConfig(search_alg=make_searcher(sweep, study_storage, study_name), scheduler=make_scheduler(sweep),
                       num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials,
-                      # A finished trial's function actor runs the next trial: its start and its imports of Tune and
-                      # Ray Train, 1.2 s of every trial's start on 2 cores, are paid once (docs/benchmarks.md). Not where a
-                      # scheduler stops trials: a stopped trial's actor, reset for the next one, would leave the
-                      # stopped trial's Train run going without its report queue.
+                      # A finished trial's function actor runs the next trial: its start and its imports of Tune
+                      # and Ray Train, 1.2 s of every trial's start on 2 cores, are paid once (docs/benchmarks.md).
+                      # Not where a scheduler stops trials: a stopped trial's actor, reset for the next one, would
+                      # leave the stopped trial's Train run going without its report queue.
                       reuse_actors=sweep.scheduler.type == "none")
 
 
